@@ -1,0 +1,97 @@
+"""Records shared by every part of seqpar: problems, messages, completions, grades, samples."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat message."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One task instance: the question and the reference the task grades against."""
+
+    id: str
+    question: str
+    answer: str | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Request:
+    """A chat prompt to complete `n` times (n from SamplingParams); `seed` seeds sample 0."""
+
+    messages: tuple[Message, ...]
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One generated text with its accounting."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (EOS or stop string) | "length"
+    seed: int | None
+    wall_time: float  # seconds of the batch that produced it, shared among its rows
+
+
+@dataclass(frozen=True)
+class Grade:
+    """The verdict on one completion: the extracted answer and whether it is correct."""
+
+    answer: str | None
+    correct: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One stored line of samples.jsonl: a completion in its place in a run, graded."""
+
+    problem_id: str
+    chain: int
+    round: int
+    status: str  # "ok" | "skipped"
+    text: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = ""
+    seed: int | None = None
+    wall_time: float = 0.0
+    answer: str | None = None
+    correct: bool = False
+    grade_reason: str = ""
+    skip_reason: str = ""
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        """Identity of the sample within its run."""
+        return (self.problem_id, self.chain, self.round)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Sample:
+        return cls(**data)
+
+    def with_grade(self, grade: Grade) -> Sample:
+        """A copy carrying `grade`."""
+        return Sample(
+            **{
+                **asdict(self),
+                "answer": grade.answer,
+                "correct": grade.correct,
+                "grade_reason": grade.reason,
+            }
+        )

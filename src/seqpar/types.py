@@ -27,10 +27,10 @@ class Problem:
 
 @dataclass(frozen=True)
 class Request:
-    """A chat prompt to complete `n` times (n from SamplingParams); `seed` seeds sample 0."""
+    """A chat prompt to complete once per seed; without seeds, `SamplingParams.n` times."""
 
     messages: tuple[Message, ...]
-    seed: int | None = None
+    seeds: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Completion:
     completion_tokens: int
     finish_reason: str  # "stop" (EOS or stop string) | "length"
     seed: int | None
-    wall_time: float  # seconds of the batch that produced it, shared among its rows
+    wall_time: float  # seconds of its batch divided by the batch's rows (so sums add up)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ THINK_OPEN = "<think>"
 @dataclass(frozen=True)
 class Row:
     request: int
+    sample: int
     ids: list[int]
     seed: int
     prefix: str  # text the prompt already opened (a think tag) and the completion continues
@@ -130,22 +131,22 @@ class HFEngine:
     ) -> Iterator[tuple[int, list[Completion]]]:
         from tqdm.auto import tqdm
 
+        base = params.seed if params.seed is not None else secrets.randbits(63)
         rows = []
         for index, request in enumerate(requests):
             ids, prefix = self.encode(request.messages)
-            base = request.seed if request.seed is not None else params.seed
-            if base is None:
-                base = secrets.randbits(63)
-            rows.extend(Row(index, ids, derive_seed(base, j), prefix) for j in range(params.n))
-        pending = {index: params.n for index in range(len(requests))}
+            seeds = request.seeds or [derive_seed(base, index, j) for j in range(params.n)]
+            rows.extend(Row(index, j, ids, seed, prefix) for j, seed in enumerate(seeds))
+        pending: dict[int, int] = {}
+        for row in rows:
+            pending[row.request] = pending.get(row.request, 0) + 1
         done: dict[int, list[tuple[int, Completion]]] = {index: [] for index in pending}
-        position = {id(row): j % params.n for j, row in enumerate(rows)}
         batches = plan_batches([len(r.ids) for r in rows], params.max_tokens, self.token_budget, self.max_batch)
         bar = tqdm(total=len(rows), desc="generate", unit="sample", disable=not self.progress)
         for batch in batches:
             members = [rows[i] for i in batch]
             for row, completion in zip(members, self.generate_batch(members, params, bar), strict=True):
-                done[row.request].append((position[id(row)], completion))
+                done[row.request].append((row.sample, completion))
                 pending[row.request] -= 1
                 if pending[row.request] == 0:
                     yield row.request, [c for _, c in sorted(done.pop(row.request), key=lambda p: p[0])]

@@ -1,0 +1,1 @@
+"""Summaries of stored runs: accuracy per aggregator and budget, tokens and time."""

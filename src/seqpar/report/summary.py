@@ -1,0 +1,126 @@
+"""Turn a run directory into numbers (accuracy per aggregator × k, compute) and tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from seqpar.aggregate import AGGREGATORS, Solution, accuracy_curve, answer_classes, budgets
+from seqpar.run import RunConfig
+from seqpar.store import RunStore
+from seqpar.types import Sample
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What `seqpar report` shows for one run."""
+
+    run: str
+    model: str
+    task: str
+    strategy: str
+    n: int
+    chains: int
+    problems: int
+    samples: int
+    expected_samples: int
+    skipped: int
+    ks: list[int]
+    accuracy: dict[str, list[float]]
+    generated_tokens: int
+    prompt_tokens: int
+    wall_time_s: float
+
+    @property
+    def complete(self) -> bool:
+        return self.samples >= self.expected_samples
+
+    def to_json(self) -> dict[str, object]:
+        return {**asdict(self), "complete": self.complete}
+
+
+def solutions_by_problem(
+    samples: Sequence[Sample], problem_ids: Sequence[str], chains: int, rounds: int, task_equivalent
+) -> list[list[list[Solution]]]:
+    """problem → chain → round grid of Solutions; missing or skipped rounds have no answer."""
+    by_key = {s.key: s for s in samples}
+    grid = []
+    for problem_id in problem_ids:
+        cells = [[by_key.get((problem_id, c, r)) for r in range(1, rounds + 1)] for c in range(chains)]
+        flat = [cell for chain in cells for cell in chain]
+        classes = answer_classes([s.answer if s else None for s in flat], task_equivalent)
+        solutions = [
+            Solution(cls, bool(s and s.correct)) for s, cls in zip(flat, classes, strict=True)
+        ]
+        grid.append([solutions[c * rounds:(c + 1) * rounds] for c in range(chains)])
+    return grid
+
+
+def summarize(path: str) -> RunSummary:
+    """Recompute every number of the report from the run's stored samples."""
+    store = RunStore(path)
+    manifest = store.manifest()
+    config = RunConfig.from_json(manifest["identity"]["config"])
+    strategy = config.build_strategy()
+    task = config.build_task(manifest.get("data_dir"))
+    samples = store.samples()
+    problem_ids = manifest["problem_ids"]
+    grid = solutions_by_problem(samples, problem_ids, strategy.chains, strategy.rounds, task.equivalent)
+    ks = budgets(config.n)
+    return RunSummary(
+        run=path,
+        model=config.model,
+        task=config.task,
+        strategy=config.strategy,
+        n=config.n,
+        chains=strategy.chains,
+        problems=len(problem_ids),
+        samples=len(samples),
+        expected_samples=len(problem_ids) * strategy.chains * strategy.rounds,
+        skipped=sum(s.status == "skipped" for s in samples),
+        ks=ks,
+        accuracy={a: accuracy_curve(grid, a, ks, seed=config.seed) for a in AGGREGATORS},
+        generated_tokens=sum(s.completion_tokens for s in samples),
+        prompt_tokens=sum(s.prompt_tokens for s in samples if s.status == "ok"),
+        wall_time_s=sum(s.wall_time for s in samples),
+    )
+
+
+def markdown(summaries: Sequence[RunSummary]) -> str:
+    """A table per run, then (for several runs) one comparison at each run's full budget."""
+    parts = []
+    for s in summaries:
+        header = "| aggregator | " + " | ".join(f"k={k}" for k in s.ks) + " |"
+        rule = "|---|" + "---:|" * len(s.ks)
+        rows = [
+            f"| {a} | " + " | ".join(f"{v:.3f}" for v in s.accuracy[a]) + " |"
+            for a in AGGREGATORS
+        ]
+        status = "" if s.complete else f" · **incomplete: {s.samples}/{s.expected_samples} samples**"
+        parts.append(
+            f"## {s.run}\n\n{s.strategy}, n={s.n}"
+            + (f", chains={s.chains}" if s.strategy == "sequential" and s.chains > 1 else "")
+            + f" · {s.model} · {s.task}, {s.problems} problems\n\n"
+            + "\n".join([header, rule, *rows])
+            + f"\n\ngenerated tokens {s.generated_tokens:,} · prompt tokens {s.prompt_tokens:,}"
+            f" · wall time {s.wall_time_s:.1f} s · skipped {s.skipped}{status}\n"
+        )
+    if len(summaries) > 1:
+        lines = [
+            "## Comparison at full budget (k = n)\n",
+            "| run | strategy | n | " + " | ".join(AGGREGATORS) + " | generated tokens | "
+            "prompt tokens | wall time (s) |",
+            "|---|---|---:|" + "---:|" * (len(AGGREGATORS) + 3),
+        ]
+        for s in summaries:
+            values = " | ".join(f"{s.accuracy[a][-1]:.3f}" for a in AGGREGATORS)
+            lines.append(
+                f"| {s.run} | {s.strategy} | {s.n} | {values} | {s.generated_tokens:,} | "
+                f"{s.prompt_tokens:,} | {s.wall_time_s:.1f} |"
+            )
+        parts.append("\n".join(lines) + "\n")
+    parts.append(
+        "pass@k: unbiased estimator for parallel runs; any@k over a chain's first k rounds for "
+        "sequential runs. majority: ties scored as the expected accuracy of a random tie-break.\n"
+    )
+    return "\n".join(parts)

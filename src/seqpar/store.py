@@ -1,0 +1,157 @@
+"""Run directories: `manifest.json` plus append-only `samples.jsonl`, resumable.
+
+A run directory is created only once a run is about to generate. Re-opening it with a
+different configuration is refused; re-opening it with the same one resumes. A last line
+cut short by a kill is removed on open; any other unreadable line is an error. Re-grading
+writes `grades.jsonl` (replaced atomically), which overrides the grades stored with samples.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from seqpar.errors import SeqparError
+from seqpar.types import Grade, Sample
+
+MANIFEST = "manifest.json"
+SAMPLES = "samples.jsonl"
+GRADES = "grades.jsonl"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` so that readers see the old or the new file, never half."""
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(f.name, path)
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one level of dotted keys."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """'key: old → new' for every key of `new` whose value differs in `old` (nested: dotted)."""
+    before, after = flatten(old), flatten(new)
+    return [f"{k}: {before.get(k)!r} → {v!r}" for k, v in sorted(after.items()) if before.get(k) != v]
+
+
+class RunStore:
+    """One run directory."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST
+
+    @property
+    def samples_path(self) -> Path:
+        return self.path / SAMPLES
+
+    @property
+    def grades_path(self) -> Path:
+        return self.path / GRADES
+
+    def exists(self) -> bool:
+        return self.manifest_path.is_file()
+
+    def manifest(self) -> dict[str, Any]:
+        if not self.exists():
+            raise SeqparError(f"{self.path} is not a seqpar run directory (no {MANIFEST})")
+        return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+
+    def check_compatible(self, identity: Mapping[str, Any]) -> None:
+        """Refuse to resume a run whose identity (config, task data, model) differs."""
+        if not self.exists():
+            if self.path.exists() and any(self.path.iterdir()):
+                raise SeqparError(
+                    f"{self.path} exists, is not empty and is not a seqpar run; "
+                    "choose another --out directory"
+                )
+            return
+        old = self.manifest().get("identity", {})
+        changes = config_differences(old, identity)
+        if changes:
+            raise SeqparError(
+                f"{self.path} holds a run with a different configuration ("
+                + "; ".join(changes)
+                + "); use another --out directory, or delete this one to start over"
+            )
+
+    def create(self, manifest: Mapping[str, Any]) -> None:
+        """Write the manifest (first time only) and make sure samples.jsonl is whole."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        if not self.exists():
+            write_atomic(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        self.repair()
+
+    def repair(self) -> int:
+        """Cut a partial last line left by an interrupted write; return bytes removed."""
+        if not self.samples_path.is_file():
+            return 0
+        with self.samples_path.open("rb+") as handle:
+            data = handle.read()
+            if not data or data.endswith(b"\n"):
+                return 0
+            keep = data.rfind(b"\n") + 1
+            handle.truncate(keep)
+            return len(data) - keep
+
+    def samples(self) -> list[Sample]:
+        """Stored samples with re-grades applied; a complete but unreadable line is an error."""
+        if not self.samples_path.is_file():
+            return []
+        samples = []
+        lines = self.samples_path.read_bytes().split(b"\n")
+        complete = lines[:-1]  # a trailing fragment without newline is an interrupted write
+        for number, line in enumerate(complete, start=1):
+            try:
+                samples.append(Sample.from_json(json.loads(line)))
+            except (json.JSONDecodeError, TypeError) as error:
+                raise SeqparError(f"{self.samples_path}:{number}: unreadable sample ({error})") from error
+        regrades = self.grades()
+        return [s.with_grade(regrades[s.key]) if s.key in regrades else s for s in samples]
+
+    def append(self, samples: Iterable[Sample]) -> None:
+        """Append samples as whole lines, flushed to disk before returning."""
+        text = "".join(json.dumps(s.to_json(), ensure_ascii=False) + "\n" for s in samples)
+        if not text:
+            return
+        with self.samples_path.open("a", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def grades(self) -> dict[tuple[str, int, int], Grade]:
+        if not self.grades_path.is_file():
+            return {}
+        grades = {}
+        for line in self.grades_path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            grades[(row["problem_id"], row["chain"], row["round"])] = Grade(
+                row["answer"], row["correct"], row["reason"]
+            )
+        return grades
+
+    def write_grades(self, graded: Iterable[tuple[Sample, Grade]]) -> None:
+        rows = [
+            {"problem_id": s.problem_id, "chain": s.chain, "round": s.round,
+             "answer": g.answer, "correct": g.correct, "reason": g.reason}
+            for s, g in graded
+        ]
+        write_atomic(self.grades_path, "".join(json.dumps(r) + "\n" for r in rows))

@@ -1,0 +1,85 @@
+"""Sequential sampling: round r reads the problem and the chain's previous r-1 solutions.
+
+The template is data, not code: which part of a previous solution is shown (`history`),
+what the model is asked to do with them (`instruction`), and whether they appear in one
+user message or as a multi-turn chat (`layout`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from seqpar.errors import SeqparError, unknown
+from seqpar.tasks.extract import split_reasoning
+from seqpar.types import Message
+
+INSTRUCTIONS = {
+    "again": "Solve the problem again from the beginning.",
+    "different": "Solve the problem again with a different approach from the previous "
+    "solutions.",
+    "improve": "Review the previous solutions, find any mistakes, and write an improved "
+    "solution.",
+}
+FORMAT_REMINDER = " Give your final answer in the format requested above."
+HISTORIES = ("final", "full")
+LAYOUTS = ("single", "multiturn")
+
+
+@dataclass(frozen=True)
+class SequentialTemplate:
+    """How previous solutions enter the prompt."""
+
+    history: str = "final"  # "final": reasoning blocks removed; "full": the text as generated
+    instruction: str = "again"  # "again" | "different" | "improve"
+    layout: str = "single"  # "single": one user message; "multiturn": alternating turns
+
+    def __post_init__(self) -> None:
+        for field, value, known in (
+            ("history", self.history, HISTORIES),
+            ("instruction", self.instruction, tuple(INSTRUCTIONS)),
+            ("layout", self.layout, LAYOUTS),
+        ):
+            if value not in known:
+                raise unknown(f"template {field}", value, known)
+
+    def shown(self, text: str) -> str:
+        if self.history == "full":
+            return text
+        final = split_reasoning(text)[1]
+        return final.strip() if final is not None else "(unfinished: no final answer)"
+
+    def messages(self, prompt: str, previous: Sequence[str]) -> tuple[Message, ...]:
+        instruction = INSTRUCTIONS[self.instruction] + FORMAT_REMINDER
+        if not previous:
+            return (Message("user", prompt),)
+        if self.layout == "multiturn":
+            turns = [Message("user", prompt)]
+            for text in previous:
+                turns += [Message("assistant", self.shown(text)), Message("user", instruction)]
+            return tuple(turns)
+        solutions = "\n\n".join(
+            f"### Previous solution {i}\n{self.shown(text)}" for i, text in enumerate(previous, 1)
+        )
+        return (Message("user", f"{prompt}\n\n{solutions}\n\n### Task\n{instruction}"),)
+
+
+@dataclass(frozen=True)
+class SequentialStrategy:
+    """`chains` chains of `n` rounds each."""
+
+    n: int
+    template: SequentialTemplate
+    chains: int = 1
+    name: str = "sequential"
+
+    def __post_init__(self) -> None:
+        if self.n < 1 or self.chains < 1:
+            raise SeqparError(f"--n and --chains must be >= 1, got {self.n} and {self.chains}")
+
+    @property
+    def rounds(self) -> int:
+        return self.n
+
+    def messages(self, prompt: str, previous: Sequence[str]) -> tuple[Message, ...]:
+        return self.template.messages(prompt, previous)

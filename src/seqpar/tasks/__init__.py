@@ -1,0 +1,63 @@
+"""Tasks load problems, build the first prompt and grade answers; registry by name."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from seqpar.errors import SeqparError, unknown
+from seqpar.types import Grade, Problem
+
+
+class Task(Protocol):
+    """One benchmark: its problems, how they are asked, and how answers are judged."""
+
+    name: str
+
+    def load(self) -> list[Problem]: ...
+
+    def prompt(self, problem: Problem) -> str:
+        """The user message that poses `problem`."""
+        ...
+
+    def grade(self, problem: Problem, text: str) -> Grade: ...
+
+    def equivalent(self, a: str, b: str) -> bool:
+        """Whether two extracted answers are the same answer (for majority voting)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """What the manifest records about the task and its data."""
+        ...
+
+
+def task_names() -> tuple[str, ...]:
+    from seqpar.tasks.math import MATH_TASKS
+
+    return ("arith", *MATH_TASKS)
+
+
+def get_task(name: str, *, data_dir: str | Path | None = None, **options: Any) -> Task:
+    """The task `name`; math tasks read `data_dir` (or $SEQPAR_DATA_DIR, else the hub)."""
+    if name == "arith":
+        from seqpar.tasks.synthetic import ArithTask
+
+        return ArithTask(**options)
+    from seqpar.tasks.math import MATH_TASKS, MathTask
+
+    if name in MATH_TASKS:
+        if options:
+            raise SeqparError(f"task {name!r} takes no options; got {', '.join(options)}")
+        return MathTask(MATH_TASKS[name], data_dir)
+    raise unknown("task", name, task_names())
+
+
+def select(problems: Sequence[Problem], limit: int | None) -> list[Problem]:
+    """The first `limit` problems (all when None); an empty selection is an error."""
+    if limit is not None and limit < 1:
+        raise SeqparError(f"--limit must be >= 1, got {limit}")
+    chosen = list(problems[:limit] if limit else problems)
+    if not chosen:
+        raise SeqparError("the task has no problems to run")
+    return chosen

@@ -1,0 +1,169 @@
+"""Math benchmarks (GSM8K, MATH-500, AIME) from JSONL files or the hub, graded by equivalence."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from seqpar.errors import SeqparError
+from seqpar.tasks.extract import extract_math_answer
+from seqpar.types import Grade, Problem
+
+PROMPT = "{question}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+GRADE_TIMEOUT_S = 5
+NUMBER = re.compile(r"^-?\d+(?:\.\d+)?$")
+
+
+@dataclass(frozen=True)
+class MathSource:
+    """Where a math benchmark lives offline (file in the data dir) and on the hub."""
+
+    name: str
+    file: str
+    question: str
+    answer: str
+    hub: tuple[str, str | None, str]  # (dataset, config, split)
+    hub_question: str
+    hub_answer: str
+
+
+MATH_TASKS = {
+    s.name: s
+    for s in (
+        MathSource("gsm8k", "gsm8k_test.jsonl", "question", "final",
+                   ("openai/gsm8k", "main", "test"), "question", "answer"),
+        MathSource("math500", "math500.jsonl", "problem", "answer",
+                   ("HuggingFaceH4/MATH-500", None, "test"), "problem", "answer"),
+        MathSource("aime24", "aime24.jsonl", "problem", "answer",
+                   ("HuggingFaceH4/aime_2024", None, "train"), "problem", "answer"),
+        MathSource("aime25", "aime25.jsonl", "problem", "answer",
+                   ("math-ai/aime25", None, "test"), "problem", "answer"),
+    )
+}
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSONL file; a malformed line is an error naming the file and line."""
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise SeqparError(f"{path}:{number}: malformed JSON ({error.msg})") from error
+            if not isinstance(row, dict):
+                raise SeqparError(f"{path}:{number}: expected a JSON object per line")
+            rows.append(row)
+    return rows
+
+
+def as_number(answer: str) -> float | None:
+    """The answer as a plain number when it is one (commas, $, %, \\text units removed)."""
+    text = re.sub(r"\\text\{[^}]*\}|\\[,!;: ]|\\\$|\$|,|\\%|%", "", answer).strip()
+    text = re.sub(r"\s*[a-zA-Z]+$", "", text).strip()
+    return float(text) if NUMBER.match(text) else None
+
+
+def equivalent(a: str, b: str) -> bool:
+    """Mathematical equivalence: numerically for numbers, else math-verify (time-bounded)."""
+    if a.strip() == b.strip():
+        return True
+    x, y = as_number(a), as_number(b)
+    if x is not None and y is not None:
+        return abs(x - y) <= 1e-6 * max(1.0, abs(x), abs(y))
+    from math_verify import parse, verify
+
+    # math-verify bounds time with SIGALRM, which only the main thread may use.
+    limit = GRADE_TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
+    try:
+        gold = parse(f"\\boxed{{{a}}}", parsing_timeout=limit)
+        pred = parse(f"\\boxed{{{b}}}", parsing_timeout=limit)
+        return bool(gold and pred and verify(gold, pred, timeout_seconds=limit))
+    except Exception:  # math-verify raises many kinds on odd LaTeX; no match then
+        return False
+
+
+class MathTask:
+    """A math benchmark: problems with reference answers; answers extracted and compared."""
+
+    def __init__(self, source: MathSource, data_dir: str | Path | None = None) -> None:
+        self.source = source
+        self.name = source.name
+        directory = data_dir or os.environ.get("SEQPAR_DATA_DIR")
+        self.data_dir = Path(directory).expanduser() if directory else None
+
+    @property
+    def path(self) -> Path | None:
+        return self.data_dir / self.source.file if self.data_dir else None
+
+    def load(self) -> list[Problem]:
+        if self.path is None:
+            return self.load_hub()
+        if not self.path.is_file():
+            raise SeqparError(
+                f"task {self.name!r}: data file {self.path} not found; pass --data-dir with a "
+                f"folder holding {self.source.file} (or set SEQPAR_DATA_DIR)"
+            )
+        problems = []
+        for number, row in enumerate(read_jsonl(self.path), start=1):
+            missing = [f for f in (self.source.question, self.source.answer) if f not in row]
+            if missing:
+                raise SeqparError(f"{self.path}:{number}: missing field(s) {', '.join(missing)}")
+            problems.append(
+                Problem(
+                    id=str(row.get("id", f"{self.name}-{number - 1}")),
+                    question=row[self.source.question],
+                    answer=str(row[self.source.answer]),
+                )
+            )
+        if not problems:
+            raise SeqparError(f"task {self.name!r}: {self.path} holds no problems")
+        return problems
+
+    def load_hub(self) -> list[Problem]:
+        dataset, config, split = self.source.hub
+        try:
+            from datasets import load_dataset
+
+            rows = load_dataset(dataset, config, split=split)
+        except Exception as error:  # no datasets package, or no network
+            raise SeqparError(
+                f"task {self.name!r}: no --data-dir/SEQPAR_DATA_DIR given and the hub dataset "
+                f"{dataset} could not be loaded ({error}); offline, pass --data-dir with a "
+                f"folder holding {self.source.file}"
+            ) from error
+        problems = []
+        for index, row in enumerate(rows):
+            answer = str(row[self.source.hub_answer])
+            if self.name == "gsm8k":
+                answer = answer.split("####")[-1].strip().replace(",", "")
+            problems.append(Problem(f"{self.name}-{index}", row[self.source.hub_question], answer))
+        return problems
+
+    def prompt(self, problem: Problem) -> str:
+        return PROMPT.format(question=problem.question)
+
+    def grade(self, problem: Problem, text: str) -> Grade:
+        answer = extract_math_answer(text)
+        if answer is None:
+            return Grade(None, False, "no answer found")
+        correct = problem.answer is not None and equivalent(problem.answer, answer)
+        return Grade(answer, correct, "equivalent" if correct else "not equivalent")
+
+    def equivalent(self, a: str, b: str) -> bool:
+        return equivalent(a, b)
+
+    def describe(self) -> dict[str, Any]:
+        if self.path is None:
+            dataset, config, split = self.source.hub
+            return {"task": self.name, "source": f"hub:{dataset}/{config or ''}:{split}"}
+        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        return {"task": self.name, "source": str(self.path), "sha256": digest}

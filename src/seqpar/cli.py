@@ -25,9 +25,11 @@ def add_run_options(parser: argparse.ArgumentParser, *, demo: bool = False) -> N
     model.add_argument("--token-budget", type=int, default=32768,
                        help="max padded tokens (prompt + max-tokens) per batch (default: 32768)")
     model.add_argument("--max-batch", type=int, default=64, help="max rows per batch (default: 64)")
+    model.add_argument("--max-context", type=int, default=None,
+                       help="cap the context length (tokens) below the model's own")
     sampling = parser.add_argument_group("sampling")
     sampling.add_argument("--n", type=int, default=4, help="samples (parallel) or rounds (sequential)")
-    sampling.add_argument("--max-tokens", type=int, default=512 if not demo else 320)
+    sampling.add_argument("--max-tokens", type=int, default=512 if not demo else 300)
     sampling.add_argument("--temperature", type=float, default=0.7)
     sampling.add_argument("--top-p", type=float, default=1.0)
     sampling.add_argument("--top-k", type=int, default=-1)
@@ -43,7 +45,7 @@ def add_run_options(parser: argparse.ArgumentParser, *, demo: bool = False) -> N
     task = parser.add_argument_group("task")
     task.add_argument("--data-dir", default=None,
                       help="folder with the benchmark JSONL files (default: $SEQPAR_DATA_DIR, else the hub)")
-    task.add_argument("--difficulty", type=int, default=None, help="arith: operations per problem (default 4)")
+    task.add_argument("--difficulty", type=int, default=None, help="arith: operations per problem (default 2)")
     task.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -68,7 +70,8 @@ def run_config(args: argparse.Namespace, **overrides: Any) -> Any:
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"device": args.device, "token_budget": args.token_budget,
-            "max_batch": args.max_batch, "progress": not args.no_progress}
+            "max_batch": args.max_batch, "max_context": args.max_context,
+            "progress": not args.no_progress}
 
 
 def command_run(args: argparse.Namespace) -> None:

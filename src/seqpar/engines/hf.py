@@ -59,6 +59,7 @@ class HFEngine:
         *,
         token_budget: int = 32768,
         max_batch: int = 64,
+        max_context: int | None = None,
         progress: bool = True,
     ) -> None:
         self.model = model
@@ -66,6 +67,7 @@ class HFEngine:
         self.local = local
         self.token_budget = token_budget
         self.max_batch = max_batch
+        self.max_context = max_context
         self.progress = progress
         self.eos_ids = eos_token_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
@@ -82,7 +84,7 @@ class HFEngine:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if dtype == "auto":
-            dtype = "bfloat16" if device.startswith("cuda") else "float32"
+            dtype = "bfloat16" if device.startswith("cuda") or cpu_has_bf16() else "float32"
         tokenizer = AutoTokenizer.from_pretrained(local.path)
         network = AutoModelForCausalLM.from_pretrained(local.path, dtype=getattr(torch, dtype))
         network.to(device).eval()
@@ -90,8 +92,8 @@ class HFEngine:
 
     @property
     def context_length(self) -> int:
-        config = self.model.config
-        return int(getattr(config, "max_position_embeddings", None) or 2048)
+        native = int(getattr(self.model.config, "max_position_embeddings", None) or 2048)
+        return min(native, self.max_context) if self.max_context else native
 
     @property
     def device(self) -> Any:
@@ -229,6 +231,17 @@ class HFEngine:
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
         cuts = [text.find(s) for s in stop if s in text]
         return text[: min(cuts)] if cuts else text
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX): then it is ~2× faster
+    than float32 here; elsewhere bfloat16 is emulated and slower."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as handle:
+            flags = handle.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:

@@ -7,7 +7,9 @@ import re
 THINK_CLOSE = "</think>"
 THINK_OPEN = "<think>"
 HASHES = re.compile(r"####\s*([^\n]+)")
-ANSWER_IS = re.compile(r"the\s+(?:final\s+)?answer\s+is\s*[:=]?\s*([^\n]+)", re.IGNORECASE)
+ANSWER_IS = re.compile(
+    r"the\s+(?:final\s+)?answer\s+is\s*[:=]?\s*(.+?)(?=\.(?:\s|$)|\n|$)", re.IGNORECASE
+)
 
 
 def split_reasoning(text: str) -> tuple[str, str | None]:

@@ -1,6 +1,6 @@
 """`arith`: seeded, procedurally generated multi-step arithmetic word problems (offline).
 
-Each problem starts from a quantity and applies `difficulty` steps (buy groups, give away,
+Each problem starts from a quantity and applies `difficulty` steps (buy packs, give away,
 find more, share equally), so difficulty is the number of operations to chain. The same
 (seed, difficulty, count) always gives the same problems.
 """
@@ -49,13 +49,7 @@ def share_equally(rng: random.Random, total: int, name: str, item: str) -> tuple
     )
 
 
-def double(rng: random.Random, total: int, name: str, item: str) -> tuple[int, str] | None:
-    if total > 200:
-        return None
-    return total * 2, f"A friend gives {name} as many {item} as {name} already has."
-
-
-STEPS: tuple[Step, ...] = (buy_groups, give_away, find_more, share_equally, double)
+STEPS: tuple[Step, ...] = (buy_groups, give_away, find_more, share_equally)
 
 
 def make_problem(seed: int, difficulty: int, index: int) -> Problem:
@@ -83,7 +77,7 @@ class ArithTask:
 
     name = "arith"
 
-    def __init__(self, difficulty: int = 4, count: int = 100, seed: int = 0) -> None:
+    def __init__(self, difficulty: int = 2, count: int = 100, seed: int = 0) -> None:
         if difficulty < 1 or count < 1:
             raise SeqparError(
                 f"arith needs difficulty >= 1 and count >= 1, got {difficulty} and {count}"

@@ -1,0 +1,148 @@
+"""End to end with the real bundled SmolLM2-135M, real files and the real CLI (slow)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from seqpar.aggregate import pass_at_k
+from seqpar.report.summary import summarize
+from seqpar.run import RunConfig, execute
+from seqpar.store import RunStore
+
+from .conftest import TEST_MODEL
+
+pytestmark = pytest.mark.slow
+
+
+def cli(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "seqpar.cli", *args], capture_output=True,
+                          text=True, timeout=600, **kwargs)
+
+
+def config(**changes):
+    values = {"model": TEST_MODEL, "task": "gsm8k", "n": 2, "limit": 2, "max_tokens": 48}
+    return RunConfig(**{**values, **changes})
+
+
+@pytest.mark.parametrize("strategy", ["parallel", "sequential"])
+def test_both_strategies_on_gsm8k(tmp_path, data_dir, small_engine, strategy):
+    store = execute(config(strategy=strategy), tmp_path, data_dir=data_dir, engine=small_engine)
+    samples = store.samples()
+    assert len(samples) == 4 and all(s.status == "ok" for s in samples)
+    manifest = store.manifest()
+    assert manifest["identity"]["model_sha256"].startswith("b179c952")
+    assert manifest["versions"]["torch"] and manifest["identity"]["task"]["sha256"]
+    if strategy == "sequential":
+        rounds = {(s.problem_id, s.round): s for s in samples}
+        assert {s.chain for s in samples} == {0} and {s.round for s in samples} == {1, 2}
+        for pid in manifest["problem_ids"]:
+            assert rounds[(pid, 2)].prompt_tokens > rounds[(pid, 1)].prompt_tokens
+    else:
+        assert {s.round for s in samples} == {1} and {s.chain for s in samples} == {0, 1}
+    summary = summarize(str(store.path))
+    correct = {pid: [s.correct for s in samples if s.problem_id == pid] for pid in manifest["problem_ids"]}
+    if strategy == "parallel":
+        expected = sum(pass_at_k(2, sum(c), 2) for c in correct.values()) / 2
+        assert summary.accuracy["pass@k"][-1] == pytest.approx(expected)
+    else:
+        expected = sum(any(c) for c in correct.values()) / 2
+        assert summary.accuracy["pass@k"][-1] == pytest.approx(expected)
+    assert summary.generated_tokens == sum(s.completion_tokens for s in samples)
+
+
+def test_prompt_over_context_is_skipped_and_run_goes_on(tmp_path, data_dir, small_engine):
+    from seqpar.tasks import get_task
+
+    cfg = config(strategy="sequential", limit=1, max_tokens=32)
+    task = get_task("gsm8k", data_dir=data_dir)
+    first = cfg.build_strategy().messages(task.prompt(task.load()[0]), [])
+    small_engine.max_context = small_engine.count_prompt_tokens(first) + 33
+    try:
+        store = execute(cfg, tmp_path, data_dir=data_dir, engine=small_engine)
+    finally:
+        small_engine.max_context = None
+    by_round = {s.round: s for s in store.samples()}
+    assert by_round[1].status == "ok"
+    assert by_round[2].status == "skipped"
+    assert "the model's context is" in by_round[2].skip_reason
+    assert summarize(str(tmp_path)).skipped == 1
+
+
+def test_cli_kill_and_resume(tmp_path, data_dir):
+    out = tmp_path / "run"
+    args = ["run", "--model", TEST_MODEL, "--task", "gsm8k", "--data-dir", str(data_dir),
+            "--strategy", "parallel", "--n", "2", "--limit", "6", "--max-tokens", "48",
+            "--max-batch", "2", "--no-progress", "--out", str(out)]
+    process = subprocess.Popen([sys.executable, "-m", "seqpar.cli", *args],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    samples = out / "samples.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (samples.exists() and samples.read_text().count("\n") >= 2):
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    stored = samples.read_text().count("\n")
+    assert 2 <= stored < 12, "the run should have been killed part-way"
+    with samples.open("a") as handle:
+        handle.write('{"problem_id": "gsm8k-test-00')  # a write cut short by the kill
+    resumed = cli(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    keys = [(r["problem_id"], r["chain"], r["round"]) for r in map(json.loads, samples.read_text().splitlines())]
+    assert len(keys) == 12 and len(set(keys)) == 12
+    assert "| pass@k |" in resumed.stdout
+
+    changed = cli(*[a if a != "2" else "3" for a in args])
+    assert changed.returncode == 2
+    assert "different configuration" in changed.stderr and "config.n: 2 → 3" in changed.stderr
+
+    report = cli("report", str(out), "--json")
+    (summary,) = json.loads(report.stdout)
+    assert summary["samples"] == 12 and summary["complete"]
+    regrade = cli("grade", str(out), "--no-progress")
+    assert regrade.returncode == 0 and "0 grade(s) changed" in regrade.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "nope"], "unknown model 'nope'"),
+        (["--task", "gsm9k"], "unknown task 'gsm9k'; known: arith, gsm8k"),
+        (["--task", "gsm8k", "--data-dir", "EMPTY"], "gsm8k_test.jsonl not found"),
+        (["--n", "0"], "--n must be >= 1"),
+        (["--limit", "0"], "--limit must be >= 1"),
+        (["--strategy", "tree"], "unknown strategy 'tree'"),
+    ],
+)
+def test_bad_input_fails_clearly_and_writes_nothing(tmp_path, args, message):
+    (tmp_path / "EMPTY").mkdir()
+    args = [str(tmp_path / "EMPTY") if a == "EMPTY" else a for a in args]
+    out = tmp_path / "out"
+    result = cli("run", "--out", str(out), *args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_demo_command_runs_both_strategies(tmp_path):
+    result = cli("demo", "--model", TEST_MODEL, "--problems", "2", "--n", "2",
+                 "--max-tokens", "32", "--no-progress", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "Comparison at full budget" in result.stdout
+    for strategy in ("parallel", "sequential"):
+        assert len(RunStore(tmp_path / strategy).samples()) == 4
+
+
+def test_help_is_fast_and_lists_commands():
+    start = time.perf_counter()
+    result = cli("--help")
+    assert time.perf_counter() - start < 3  # includes interpreter start-up
+    for command in ("run", "demo", "grade", "report", "models", "tasks"):
+        assert command in result.stdout
+    assert "torch" not in subprocess.run(
+        [sys.executable, "-c", "import seqpar.cli, sys; print(sorted(sys.modules))"],
+        capture_output=True, text=True).stdout

@@ -19,10 +19,17 @@ from seqpar.tasks import get_task
 from seqpar.types import Message, Request
 
 
-def throughput(engine: HFEngine, requests: list[Request], params: SamplingParams, batched: bool) -> tuple[int, float]:
+def throughput(
+    engine: HFEngine, requests: list[Request], params: SamplingParams, batched: bool
+) -> tuple[int, float]:
     start = time.perf_counter()
     groups = [requests] if batched else [[r] for r in requests]
-    tokens = sum(c.completion_tokens for group in groups for _, cs in engine.generate(group, params) for c in cs)
+    tokens = sum(
+        c.completion_tokens
+        for group in groups
+        for _, cs in engine.generate(group, params)
+        for c in cs
+    )
     return tokens, time.perf_counter() - start
 
 
@@ -35,14 +42,20 @@ def main() -> None:
 
     engine = HFEngine.load(args.model, progress=False, max_batch=max(args.prompts, 16))
     task = get_task("arith")
-    requests = [Request((Message("user", task.prompt(p)),), (i,)) for i, p in enumerate(task.load()[: args.prompts])]
+    requests = [
+        Request((Message("user", task.prompt(p)),), (i,))
+        for i, p in enumerate(task.load()[: args.prompts])
+    ]
     params = SamplingParams(temperature=0.7, max_tokens=args.max_tokens)
     throughput(engine, requests[:2], SamplingParams(max_tokens=8), batched=True)  # warm-up
     loop_tokens, loop_s = throughput(engine, requests, params, batched=False)
     batch_tokens, batch_s = throughput(engine, requests, params, batched=True)
     loop_rate, batch_rate = loop_tokens / loop_s, batch_tokens / batch_s
     print(f"one at a time: {loop_tokens} tokens in {loop_s:.1f} s = {loop_rate:.1f} tok/s")
-    print(f"batched ({args.prompts}):   {batch_tokens} tokens in {batch_s:.1f} s = {batch_rate:.1f} tok/s")
+    print(
+        f"batched ({args.prompts}): {batch_tokens} tokens in {batch_s:.1f} s "
+        f"= {batch_rate:.1f} tok/s"
+    )
     print(
         f"| {args.model} | {engine.describe()['dtype']} | {args.prompts} | {args.max_tokens} | "
         f"{loop_rate:.1f} | {batch_rate:.1f} | **{batch_rate / loop_rate:.2f}×** | "

@@ -12,9 +12,12 @@ TEST_MODEL = "smollm2-135m-instruct"
 
 
 def find_data_dir() -> Path:
-    """The shared benchmark folder: $SEQPAR_DATA_DIR, ../shared/data beside the repo, /work/shared/data."""
-    candidates = [os.environ.get("SEQPAR_DATA_DIR"), ROOT.parent / "shared" / "data",
-                  Path("/work/shared/data")]
+    """The benchmark folder: $SEQPAR_DATA_DIR, ../shared/data, or this workplace's copy."""
+    candidates = [
+        os.environ.get("SEQPAR_DATA_DIR"),
+        ROOT.parent / "shared" / "data",
+        Path("/work/shared/data"),
+    ]
     for candidate in candidates:
         if candidate and (Path(candidate) / "gsm8k_test.jsonl").is_file():
             return Path(candidate)

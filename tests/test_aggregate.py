@@ -16,7 +16,12 @@ from seqpar.aggregate import (
     problem_score,
 )
 
-A_RIGHT, A_WRONG, B_WRONG, NONE = Solution("A", True), Solution("A", False), Solution("B", False), Solution(None, False)
+A_RIGHT, A_WRONG, B_WRONG, NONE = (
+    Solution("A", True),
+    Solution("A", False),
+    Solution("B", False),
+    Solution(None, False),
+)
 
 
 def test_pass_at_k_hand_values():

@@ -20,8 +20,13 @@ pytestmark = pytest.mark.slow
 
 
 def cli(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "seqpar.cli", *args], capture_output=True,
-                          text=True, timeout=600, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "seqpar.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        **kwargs,
+    )
 
 
 def config(**changes):
@@ -45,7 +50,9 @@ def test_both_strategies_on_gsm8k(tmp_path, data_dir, small_engine, strategy):
     else:
         assert {s.round for s in samples} == {1} and {s.chain for s in samples} == {0, 1}
     summary = summarize(str(store.path))
-    correct = {pid: [s.correct for s in samples if s.problem_id == pid] for pid in manifest["problem_ids"]}
+    correct = {
+        pid: [s.correct for s in samples if s.problem_id == pid] for pid in manifest["problem_ids"]
+    }
     if strategy == "parallel":
         expected = sum(pass_at_k(2, sum(c), 2) for c in correct.values()) / 2
         assert summary.accuracy["pass@k"][-1] == pytest.approx(expected)
@@ -75,14 +82,38 @@ def test_prompt_over_context_is_skipped_and_run_goes_on(tmp_path, data_dir, smal
 
 def test_cli_kill_and_resume(tmp_path, data_dir):
     out = tmp_path / "run"
-    args = ["run", "--model", TEST_MODEL, "--task", "gsm8k", "--data-dir", str(data_dir),
-            "--strategy", "parallel", "--n", "2", "--limit", "6", "--max-tokens", "48",
-            "--max-batch", "2", "--no-progress", "--out", str(out)]
-    process = subprocess.Popen([sys.executable, "-m", "seqpar.cli", *args],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = [
+        "run",
+        "--model",
+        TEST_MODEL,
+        "--task",
+        "gsm8k",
+        "--data-dir",
+        str(data_dir),
+        "--strategy",
+        "parallel",
+        "--n",
+        "2",
+        "--limit",
+        "6",
+        "--max-tokens",
+        "48",
+        "--max-batch",
+        "2",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "seqpar.cli", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     samples = out / "samples.jsonl"
     deadline = time.time() + 300
-    while time.time() < deadline and not (samples.exists() and samples.read_text().count("\n") >= 2):
+    while time.time() < deadline and not (
+        samples.exists() and samples.read_text().count("\n") >= 2
+    ):
         time.sleep(0.2)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
@@ -92,7 +123,10 @@ def test_cli_kill_and_resume(tmp_path, data_dir):
         handle.write('{"problem_id": "gsm8k-test-00')  # a write cut short by the kill
     resumed = cli(*args)
     assert resumed.returncode == 0, resumed.stderr
-    keys = [(r["problem_id"], r["chain"], r["round"]) for r in map(json.loads, samples.read_text().splitlines())]
+    keys = [
+        (r["problem_id"], r["chain"], r["round"])
+        for r in map(json.loads, samples.read_text().splitlines())
+    ]
     assert len(keys) == 12 and len(set(keys)) == 12
     assert "| pass@k |" in resumed.stdout
 
@@ -129,8 +163,20 @@ def test_bad_input_fails_clearly_and_writes_nothing(tmp_path, args, message):
 
 
 def test_demo_command_runs_both_strategies(tmp_path):
-    result = cli("demo", "--model", TEST_MODEL, "--problems", "2", "--n", "2",
-                 "--max-tokens", "32", "--no-progress", "--out", str(tmp_path))
+    result = cli(
+        "demo",
+        "--model",
+        TEST_MODEL,
+        "--problems",
+        "2",
+        "--n",
+        "2",
+        "--max-tokens",
+        "32",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    )
     assert result.returncode == 0, result.stderr
     assert "Comparison at full budget" in result.stdout
     for strategy in ("parallel", "sequential"):
@@ -143,6 +189,11 @@ def test_help_is_fast_and_lists_commands():
     assert time.perf_counter() - start < 3  # includes interpreter start-up
     for command in ("run", "demo", "grade", "report", "models", "tasks"):
         assert command in result.stdout
-    assert "torch" not in subprocess.run(
-        [sys.executable, "-c", "import seqpar.cli, sys; print(sorted(sys.modules))"],
-        capture_output=True, text=True).stdout
+    assert (
+        "torch"
+        not in subprocess.run(
+            [sys.executable, "-c", "import seqpar.cli, sys; print(sorted(sys.modules))"],
+            capture_output=True,
+            text=True,
+        ).stdout
+    )

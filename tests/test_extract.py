@@ -2,12 +2,18 @@ from seqpar.tasks.extract import extract_math_answer, last_boxed, split_reasonin
 
 
 def test_split_reasoning_keeps_text_after_think():
-    assert split_reasoning("<think>hmm</think> The answer is 4.") == ("<think>hmm</think>", " The answer is 4.")
+    assert split_reasoning("<think>hmm</think> The answer is 4.") == (
+        "<think>hmm</think>",
+        " The answer is 4.",
+    )
     assert split_reasoning("plain") == ("", "plain")
 
 
 def test_unclosed_think_block_has_no_answer():
-    assert split_reasoning("<think>still thinking \\boxed{3}") == ("<think>still thinking \\boxed{3}", None)
+    assert split_reasoning("<think>still thinking \\boxed{3}") == (
+        "<think>still thinking \\boxed{3}",
+        None,
+    )
     assert extract_math_answer("<think>still thinking \\boxed{3}") is None
 
 
@@ -18,7 +24,10 @@ def test_boxed_inside_reasoning_is_ignored():
 
 def test_last_boxed_with_nested_braces():
     assert last_boxed("\\boxed{1} then \\boxed{\\frac{1}{2}}") == "\\frac{1}{2}"
-    assert last_boxed("x = \\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}.") == "\\left( 3, \\frac{\\pi}{2} \\right)"
+    assert (
+        last_boxed("x = \\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}.")
+        == "\\left( 3, \\frac{\\pi}{2} \\right)"
+    )
     assert last_boxed("\\boxed 5 is it") == "5"
     assert last_boxed("\\fbox{7}") == "7"
     assert last_boxed("\\boxed{unclosed") is None

@@ -20,7 +20,9 @@ def test_equivalent_answers(a, b):
     assert equivalent(a, b)
 
 
-@pytest.mark.parametrize(("a", "b"), [("3", "4"), ("\\frac{1}{2}", "0.6"), ("(1,2)", "(2,1)"), ("5", "")])
+@pytest.mark.parametrize(
+    ("a", "b"), [("3", "4"), ("\\frac{1}{2}", "0.6"), ("(1,2)", "(2,1)"), ("5", "")]
+)
 def test_different_answers(a, b):
     assert not equivalent(a, b)
 

@@ -16,10 +16,12 @@ def test_resolve_kinds(tmp_path):
 
 
 def test_unknown_model_lists_options(tmp_path):
-    with pytest.raises(SeqparError, match="unknown model 'qwen9'; known: qwen2.5-coder-0.5b-instruct"):
+    with pytest.raises(
+        SeqparError, match=r"unknown model 'qwen9'; known: qwen2\.5-coder-0\.5b-instruct"
+    ):
         resolve("qwen9")
     (tmp_path / "weights.bin").write_bytes(b"")
-    with pytest.raises(SeqparError, match="neither a .gguf file"):
+    with pytest.raises(SeqparError, match=r"neither a \.gguf file"):
         resolve(str(tmp_path / "weights.bin"))
 
 

@@ -8,7 +8,8 @@ from seqpar.sampling import SamplingParams
 
 
 @pytest.mark.parametrize(
-    "bad", [{"n": 0}, {"temperature": -1}, {"top_p": 0}, {"top_k": -2}, {"min_p": 2}, {"max_tokens": 0}]
+    "bad",
+    [{"n": 0}, {"temperature": -1}, {"top_p": 0}, {"top_k": -2}, {"min_p": 2}, {"max_tokens": 0}],
 )
 def test_sampling_params_validation(bad):
     with pytest.raises(SeqparError):

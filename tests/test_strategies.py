@@ -45,7 +45,9 @@ def test_unclosed_reasoning_shown_as_unfinished():
 
 
 def test_unknown_options_are_errors():
-    with pytest.raises(SeqparError, match="unknown template layout 'tree'; known: single, multiturn"):
+    with pytest.raises(
+        SeqparError, match="unknown template layout 'tree'; known: single, multiturn"
+    ):
         SequentialTemplate(layout="tree")
     with pytest.raises(SeqparError, match="unknown strategy 'beam'"):
         get_strategy("beam", 2)

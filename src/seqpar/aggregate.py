@@ -97,14 +97,18 @@ def answer_classes(
 
 
 def subsets(n: int, k: int, rng: random.Random, limit: int = MAX_SUBSETS) -> list[tuple[int, ...]]:
-    """All size-k index subsets of range(n) when there are at most `limit`, else `limit` random ones."""
+    """All size-k subsets of range(n) if there are at most `limit`, else `limit` random ones."""
     if math.comb(n, k) <= limit:
         return list(itertools.combinations(range(n), k))
     return [tuple(sorted(rng.sample(range(n), k))) for _ in range(limit)]
 
 
 def parallel_score(
-    solutions: Sequence[Solution], k: int, aggregator: str, *, ties: Ties = "expected",
+    solutions: Sequence[Solution],
+    k: int,
+    aggregator: str,
+    *,
+    ties: Ties = "expected",
     rng: random.Random | None = None,
 ) -> float:
     """Expected score of `aggregator` on k of the problem's exchangeable samples."""
@@ -116,9 +120,9 @@ def parallel_score(
         return c / n
     if aggregator == "majority":
         picks = subsets(n, k, rng or random.Random(0))
-        return sum(
-            majority_score([solutions[i] for i in pick], ties=ties) for pick in picks
-        ) / len(picks)
+        return sum(majority_score([solutions[i] for i in pick], ties=ties) for pick in picks) / len(
+            picks
+        )
     raise ValueError(f"unknown aggregator {aggregator!r}; known: {', '.join(AGGREGATORS)}")
 
 
@@ -137,10 +141,14 @@ def chain_score(
 
 
 def problem_score(
-    chains: Sequence[Sequence[Solution]], k: int, aggregator: str, *, ties: Ties = "expected",
+    chains: Sequence[Sequence[Solution]],
+    k: int,
+    aggregator: str,
+    *,
+    ties: Ties = "expected",
     rng: random.Random | None = None,
 ) -> float:
-    """Score of one problem at budget k: parallel when every chain has one round, else sequential."""
+    """Score of one problem at budget k: parallel if every chain has one round, else sequential."""
     if all(len(chain) == 1 for chain in chains):
         return parallel_score([c[0] for c in chains], k, aggregator, ties=ties, rng=rng)
     return sum(chain_score(chain, k, aggregator, ties=ties) for chain in chains) / len(chains)
@@ -153,8 +161,12 @@ def budgets(n: int) -> list[int]:
 
 
 def accuracy_curve(
-    problems: Sequence[Sequence[Sequence[Solution]]], aggregator: str, ks: Sequence[int], *,
-    ties: Ties = "expected", seed: int = 0,
+    problems: Sequence[Sequence[Sequence[Solution]]],
+    aggregator: str,
+    ks: Sequence[int],
+    *,
+    ties: Ties = "expected",
+    seed: int = 0,
 ) -> list[float]:
     """Mean accuracy over problems at each budget k."""
     rng = random.Random(seed)

@@ -17,18 +17,31 @@ DEMO_PROBLEMS = 6
 
 def add_run_options(parser: argparse.ArgumentParser, *, demo: bool = False) -> None:
     model = parser.add_argument_group("model and engine")
-    model.add_argument("--model", default=DEFAULT_MODEL,
-                       help="bundled name (see `seqpar models`), .gguf file, HF model directory "
-                       f"or hub id (default: {DEFAULT_MODEL})")
+    model.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="bundled name (see `seqpar models`), .gguf file, HF model directory "
+        f"or hub id (default: {DEFAULT_MODEL})",
+    )
     model.add_argument("--engine", default="hf", help="inference engine (default: hf)")
     model.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 … (default: auto)")
-    model.add_argument("--token-budget", type=int, default=32768,
-                       help="max padded tokens (prompt + max-tokens) per batch (default: 32768)")
+    model.add_argument(
+        "--token-budget",
+        type=int,
+        default=32768,
+        help="max padded tokens (prompt + max-tokens) per batch (default: 32768)",
+    )
     model.add_argument("--max-batch", type=int, default=64, help="max rows per batch (default: 64)")
-    model.add_argument("--max-context", type=int, default=None,
-                       help="cap the context length (tokens) below the model's own")
+    model.add_argument(
+        "--max-context",
+        type=int,
+        default=None,
+        help="cap the context length (tokens) below the model's own",
+    )
     sampling = parser.add_argument_group("sampling")
-    sampling.add_argument("--n", type=int, default=4, help="samples (parallel) or rounds (sequential)")
+    sampling.add_argument(
+        "--n", type=int, default=4, help="samples (parallel) or rounds (sequential)"
+    )
     sampling.add_argument("--max-tokens", type=int, default=512 if not demo else 300)
     sampling.add_argument("--temperature", type=float, default=0.7)
     sampling.add_argument("--top-p", type=float, default=1.0)
@@ -36,16 +49,33 @@ def add_run_options(parser: argparse.ArgumentParser, *, demo: bool = False) -> N
     sampling.add_argument("--min-p", type=float, default=0.0)
     sampling.add_argument("--seed", type=int, default=0)
     template = parser.add_argument_group("sequential template")
-    template.add_argument("--chains", type=int, default=1, help="independent sequential chains per problem")
-    template.add_argument("--history", default="final", choices=["final", "full"],
-                          help="show previous solutions without (final) or with (full) reasoning")
-    template.add_argument("--instruction", default="again", choices=["again", "different", "improve"])
-    template.add_argument("--layout", default="single", choices=["single", "multiturn"],
-                          help="previous solutions in one user message, or as chat turns")
+    template.add_argument(
+        "--chains", type=int, default=1, help="independent sequential chains per problem"
+    )
+    template.add_argument(
+        "--history",
+        default="final",
+        choices=["final", "full"],
+        help="show previous solutions without (final) or with (full) reasoning",
+    )
+    template.add_argument(
+        "--instruction", default="again", choices=["again", "different", "improve"]
+    )
+    template.add_argument(
+        "--layout",
+        default="single",
+        choices=["single", "multiturn"],
+        help="previous solutions in one user message, or as chat turns",
+    )
     task = parser.add_argument_group("task")
-    task.add_argument("--data-dir", default=None,
-                      help="folder with the benchmark JSONL files (default: $SEQPAR_DATA_DIR, else the hub)")
-    task.add_argument("--difficulty", type=int, default=None, help="arith: operations per problem (default 2)")
+    task.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with the benchmark JSONL files (default: $SEQPAR_DATA_DIR, else the hub)",
+    )
+    task.add_argument(
+        "--difficulty", type=int, default=None, help="arith: operations per problem (default 2)"
+    )
     task.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -55,9 +85,16 @@ def run_config(args: argparse.Namespace, **overrides: Any) -> Any:
 
     options = {"difficulty": args.difficulty} if args.difficulty is not None else {}
     values: dict[str, Any] = {
-        "model": args.model, "engine": args.engine, "n": args.n, "chains": args.chains,
-        "max_tokens": args.max_tokens, "temperature": args.temperature, "top_p": args.top_p,
-        "top_k": args.top_k, "min_p": args.min_p, "seed": args.seed,
+        "model": args.model,
+        "engine": args.engine,
+        "n": args.n,
+        "chains": args.chains,
+        "max_tokens": args.max_tokens,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "top_k": args.top_k,
+        "min_p": args.min_p,
+        "seed": args.seed,
         "template": SequentialTemplate(args.history, args.instruction, args.layout),
         "task_options": options,
     }
@@ -69,17 +106,22 @@ def run_config(args: argparse.Namespace, **overrides: Any) -> Any:
 
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"device": args.device, "token_budget": args.token_budget,
-            "max_batch": args.max_batch, "max_context": args.max_context,
-            "progress": not args.no_progress}
+    return {
+        "device": args.device,
+        "token_budget": args.token_budget,
+        "max_batch": args.max_batch,
+        "max_context": args.max_context,
+        "progress": not args.no_progress,
+    }
 
 
 def command_run(args: argparse.Namespace) -> None:
     from seqpar.report.summary import markdown, summarize
     from seqpar.run import execute
 
-    store = execute(run_config(args), args.out, data_dir=args.data_dir,
-                    engine_options=engine_options(args))
+    store = execute(
+        run_config(args), args.out, data_dir=args.data_dir, engine_options=engine_options(args)
+    )
     print(markdown([summarize(str(store.path))]))
 
 
@@ -119,8 +161,10 @@ def command_models(args: argparse.Namespace) -> None:
     from seqpar.engines.models import cache_root, describe_models
 
     for row in describe_models():
-        print(f"{row['name']}\n  {row['description']}\n  installed: {row['installed']}\n"
-              f"  converted cache: {row['converted cache']}")
+        print(
+            f"{row['name']}\n  {row['description']}\n  installed: {row['installed']}\n"
+            f"  converted cache: {row['converted cache']}"
+        )
     print(f"\ncache: {cache_root()} (set SEQPAR_CACHE to move it)")
     print("also accepted: a .gguf file, a Hugging Face model directory, or a hub id (online)")
 
@@ -130,9 +174,11 @@ def command_tasks(args: argparse.Namespace) -> None:
 
     print("arith     built-in, offline: multi-step arithmetic word problems (--difficulty N)")
     for source in MATH_TASKS.values():
-        dataset, config, split = source.hub
-        print(f"{source.name:9} {source.file} in --data-dir / $SEQPAR_DATA_DIR, "
-              f"else hub {dataset} ({split})")
+        dataset, _, split = source.hub
+        print(
+            f"{source.name:9} {source.file} in --data-dir / $SEQPAR_DATA_DIR, "
+            f"else hub {dataset} ({split})"
+        )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -143,23 +189,39 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="generate and grade one run into a run directory")
-    run.add_argument("--task", default="arith", help="arith, gsm8k, math500, aime24, aime25 (default: arith)")
-    run.add_argument("--strategy", default="parallel", help="parallel or sequential (default: parallel)")
+    run.add_argument(
+        "--task", default="arith", help="arith, gsm8k, math500, aime24, aime25 (default: arith)"
+    )
+    run.add_argument(
+        "--strategy", default="parallel", help="parallel or sequential (default: parallel)"
+    )
     run.add_argument("--limit", type=int, default=None, help="use only the first K problems")
-    run.add_argument("--out", required=True, help="run directory (re-run the same command to resume)")
+    run.add_argument(
+        "--out", required=True, help="run directory (re-run the same command to resume)"
+    )
     add_run_options(run)
     run.set_defaults(handler=command_run)
 
-    demo = commands.add_parser("demo", help="bundled model on arith: parallel vs sequential, offline")
-    demo.add_argument("--out", default="runs/demo", help="where the two runs go (default: runs/demo)")
-    demo.add_argument("--problems", type=int, default=DEMO_PROBLEMS,
-                      help=f"arith problems (default: {DEMO_PROBLEMS})")
+    demo = commands.add_parser(
+        "demo", help="bundled model on arith: parallel vs sequential, offline"
+    )
+    demo.add_argument(
+        "--out", default="runs/demo", help="where the two runs go (default: runs/demo)"
+    )
+    demo.add_argument(
+        "--problems",
+        type=int,
+        default=DEMO_PROBLEMS,
+        help=f"arith problems (default: {DEMO_PROBLEMS})",
+    )
     add_run_options(demo, demo=True)
     demo.set_defaults(handler=command_demo)
 
     grade = commands.add_parser("grade", help="re-grade stored samples (generations untouched)")
     grade.add_argument("runs", nargs="+", metavar="RUN")
-    grade.add_argument("--data-dir", default=None, help="override the data folder recorded in the run")
+    grade.add_argument(
+        "--data-dir", default=None, help="override the data folder recorded in the run"
+    )
     grade.add_argument("--no-progress", action="store_true")
     grade.set_defaults(handler=command_grade)
 
@@ -169,9 +231,11 @@ def parser() -> argparse.ArgumentParser:
     report.set_defaults(handler=command_report)
 
     commands.add_parser("models", help="bundled models and the conversion cache").set_defaults(
-        handler=command_models)
+        handler=command_models
+    )
     commands.add_parser("tasks", help="available tasks and their data").set_defaults(
-        handler=command_tasks)
+        handler=command_tasks
+    )
     return root
 
 

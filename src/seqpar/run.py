@@ -56,8 +56,13 @@ class RunConfig:
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(
-            n=1, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
-            min_p=self.min_p, max_tokens=self.max_tokens, seed=self.seed,
+            n=1,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            min_p=self.min_p,
+            max_tokens=self.max_tokens,
+            seed=self.seed,
         )
 
     def build_strategy(self) -> Strategy:
@@ -90,8 +95,12 @@ def git_commit() -> str | None:
     """The commit of the seqpar checkout in use, when it is a git checkout."""
     try:
         result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
-            capture_output=True, text=True, timeout=5, check=True,
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -136,8 +145,12 @@ def execute(
 
 
 def generate(
-    engine: Engine, task: Task, strategy: Strategy, problems: list[Problem],
-    sampling: SamplingParams, store: RunStore,
+    engine: Engine,
+    task: Task,
+    strategy: Strategy,
+    problems: list[Problem],
+    sampling: SamplingParams,
+    store: RunStore,
 ) -> None:
     """Fill the store round by round with every missing (problem, chain, round) sample."""
     stored = {s.key: s for s in store.samples()}
@@ -158,7 +171,9 @@ def generate(
         for messages, members in groups.items():
             length = engine.count_prompt_tokens(messages)
             if length + 1 > engine.context_length:
-                reason = f"prompt has {length} tokens; the model's context is {engine.context_length}"
+                reason = (
+                    f"prompt has {length} tokens; the model's context is {engine.context_length}"
+                )
                 skipped += [skip(p, c, round_, length, reason) for p, c in members]
                 continue
             seeds = tuple(derive_seed(sampling.seed, p.id, c, round_) for p, c in members)
@@ -170,7 +185,8 @@ def generate(
             continue
         print(
             f"{strategy.name}: round {round_}/{strategy.rounds}, "
-            f"{sum(map(len, owners))} samples to generate", file=sys.stderr,
+            f"{sum(map(len, owners))} samples to generate",
+            file=sys.stderr,
         )
         for index, completions in engine.generate(requests, sampling):
             samples = [
@@ -181,20 +197,34 @@ def generate(
             stored.update((s.key, s) for s in samples)
 
 
-def record(problem: Problem, chain: int, round_: int, completion: Completion, grade: Grade) -> Sample:
+def record(
+    problem: Problem, chain: int, round_: int, completion: Completion, grade: Grade
+) -> Sample:
     return Sample(
-        problem_id=problem.id, chain=chain, round=round_, status="ok", text=completion.text,
-        prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
-        finish_reason=completion.finish_reason, seed=completion.seed,
-        wall_time=completion.wall_time, answer=grade.answer, correct=grade.correct,
+        problem_id=problem.id,
+        chain=chain,
+        round=round_,
+        status="ok",
+        text=completion.text,
+        prompt_tokens=completion.prompt_tokens,
+        completion_tokens=completion.completion_tokens,
+        finish_reason=completion.finish_reason,
+        seed=completion.seed,
+        wall_time=completion.wall_time,
+        answer=grade.answer,
+        correct=grade.correct,
         grade_reason=grade.reason,
     )
 
 
 def skip(problem: Problem, chain: int, round_: int, prompt_tokens: int, reason: str) -> Sample:
     return Sample(
-        problem_id=problem.id, chain=chain, round=round_, status="skipped",
-        prompt_tokens=prompt_tokens, skip_reason=reason,
+        problem_id=problem.id,
+        chain=chain,
+        round=round_,
+        status="skipped",
+        prompt_tokens=prompt_tokens,
+        skip_reason=reason,
     )
 
 

@@ -46,7 +46,9 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """'key: old → new' for every key of `new` whose value differs in `old` (nested: dotted)."""
     before, after = flatten(old), flatten(new)
-    return [f"{k}: {before.get(k)!r} → {v!r}" for k, v in sorted(after.items()) if before.get(k) != v]
+    return [
+        f"{k}: {before.get(k)!r} → {v!r}" for k, v in sorted(after.items()) if before.get(k) != v
+    ]
 
 
 class RunStore:
@@ -123,7 +125,9 @@ class RunStore:
             try:
                 samples.append(Sample.from_json(json.loads(line)))
             except (json.JSONDecodeError, TypeError) as error:
-                raise SeqparError(f"{self.samples_path}:{number}: unreadable sample ({error})") from error
+                raise SeqparError(
+                    f"{self.samples_path}:{number}: unreadable sample ({error})"
+                ) from error
         regrades = self.grades()
         return [s.with_grade(regrades[s.key]) if s.key in regrades else s for s in samples]
 
@@ -150,8 +154,14 @@ class RunStore:
 
     def write_grades(self, graded: Iterable[tuple[Sample, Grade]]) -> None:
         rows = [
-            {"problem_id": s.problem_id, "chain": s.chain, "round": s.round,
-             "answer": g.answer, "correct": g.correct, "reason": g.reason}
+            {
+                "problem_id": s.problem_id,
+                "chain": s.chain,
+                "round": s.round,
+                "answer": g.answer,
+                "correct": g.correct,
+                "reason": g.reason,
+            }
             for s, g in graded
         ]
         write_atomic(self.grades_path, "".join(json.dumps(r) + "\n" for r in rows))

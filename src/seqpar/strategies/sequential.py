@@ -16,10 +16,8 @@ from seqpar.types import Message
 
 INSTRUCTIONS = {
     "again": "Solve the problem again from the beginning.",
-    "different": "Solve the problem again with a different approach from the previous "
-    "solutions.",
-    "improve": "Review the previous solutions, find any mistakes, and write an improved "
-    "solution.",
+    "different": "Solve the problem again with a different approach from the previous solutions.",
+    "improve": "Review the previous solutions, find any mistakes, and write an improved solution.",
 }
 FORMAT_REMINDER = " Give your final answer in the format requested above."
 HISTORIES = ("final", "full")

@@ -1,4 +1,4 @@
-"""Answer extraction from model output: reasoning blocks, \\boxed{…}, GSM8K '####', 'the answer is'."""
+"""Answer extraction: reasoning blocks, \\boxed{…}, GSM8K '####', 'the answer is'."""
 
 from __future__ import annotations
 

@@ -36,14 +36,42 @@ class MathSource:
 MATH_TASKS = {
     s.name: s
     for s in (
-        MathSource("gsm8k", "gsm8k_test.jsonl", "question", "final",
-                   ("openai/gsm8k", "main", "test"), "question", "answer"),
-        MathSource("math500", "math500.jsonl", "problem", "answer",
-                   ("HuggingFaceH4/MATH-500", None, "test"), "problem", "answer"),
-        MathSource("aime24", "aime24.jsonl", "problem", "answer",
-                   ("HuggingFaceH4/aime_2024", None, "train"), "problem", "answer"),
-        MathSource("aime25", "aime25.jsonl", "problem", "answer",
-                   ("math-ai/aime25", None, "test"), "problem", "answer"),
+        MathSource(
+            "gsm8k",
+            "gsm8k_test.jsonl",
+            "question",
+            "final",
+            ("openai/gsm8k", "main", "test"),
+            "question",
+            "answer",
+        ),
+        MathSource(
+            "math500",
+            "math500.jsonl",
+            "problem",
+            "answer",
+            ("HuggingFaceH4/MATH-500", None, "test"),
+            "problem",
+            "answer",
+        ),
+        MathSource(
+            "aime24",
+            "aime24.jsonl",
+            "problem",
+            "answer",
+            ("HuggingFaceH4/aime_2024", None, "train"),
+            "problem",
+            "answer",
+        ),
+        MathSource(
+            "aime25",
+            "aime25.jsonl",
+            "problem",
+            "answer",
+            ("math-ai/aime25", None, "test"),
+            "problem",
+            "answer",
+        ),
     )
 }
 

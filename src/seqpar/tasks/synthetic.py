@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from seqpar.errors import SeqparError
-from seqpar.tasks.math import PROMPT, equivalent
 from seqpar.tasks.extract import extract_math_answer
+from seqpar.tasks.math import PROMPT, equivalent
 from seqpar.types import Grade, Problem
 
 NAMES = ("Maya", "Omar", "Lena", "Kofi", "Ines", "Ravi", "Sofia", "Tariq", "Yuki", "Elena")
@@ -101,5 +101,9 @@ class ArithTask:
         return equivalent(a, b)
 
     def describe(self) -> dict[str, Any]:
-        return {"task": self.name, "difficulty": self.difficulty, "count": self.count,
-                "seed": self.seed}
+        return {
+            "task": self.name,
+            "difficulty": self.difficulty,
+            "count": self.count,
+            "seed": self.seed,
+        }

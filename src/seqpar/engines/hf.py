@@ -83,8 +83,10 @@ class HFEngine:
         """Resolve, convert if needed, and load `model` onto `device`."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging
 
         local = materialize(resolve(model))
+        logging.disable_progress_bar()  # the per-tensor loading bar; generation has its own
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if dtype == "auto":

@@ -194,4 +194,4 @@ class MathTask:
             dataset, config, split = self.source.hub
             return {"task": self.name, "source": f"hub:{dataset}/{config or ''}:{split}"}
         digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
-        return {"task": self.name, "source": str(self.path), "sha256": digest}
+        return {"task": self.name, "source": self.source.file, "sha256": digest}

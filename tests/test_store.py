@@ -60,7 +60,7 @@ def test_regrades_override_stored_grades(tmp_path):
     store = RunStore(tmp_path)
     store.create({"identity": {}})
     store.append([sample("a")])
-    store.write_grades([(sample("a"), Grade("2", True, "equivalent"))])
+    store.write_grades([sample("a").with_grade(Grade("2", True, "equivalent"))])
     (graded,) = store.samples()
     assert (graded.answer, graded.correct) == ("2", True)
     assert json.loads(store.samples_path.read_text())["answer"] == "1"  # generations untouched

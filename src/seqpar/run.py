@@ -240,8 +240,8 @@ def regrade(store: RunStore, data_dir: str | Path | None = None, progress: bool 
     for sample in tqdm(store.samples(), desc="grade", unit="sample", disable=not progress):
         if sample.status != "ok":
             continue
-        grade = task.grade(problems[sample.problem_id], sample.text)
-        changed += (grade.answer, grade.correct) != (sample.answer, sample.correct)
-        graded.append((sample, grade))
+        regraded = sample.with_grade(task.grade(problems[sample.problem_id], sample.text))
+        changed += (regraded.answer, regraded.correct) != (sample.answer, sample.correct)
+        graded.append(regraded)
     store.write_grades(graded)
     return changed

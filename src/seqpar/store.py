@@ -12,11 +12,12 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from seqpar.errors import SeqparError
-from seqpar.types import Grade, Sample
+from seqpar.types import GRADE_FIELDS, Sample
 
 MANIFEST = "manifest.json"
 SAMPLES = "samples.jsonl"
@@ -129,7 +130,7 @@ class RunStore:
                     f"{self.samples_path}:{number}: unreadable sample ({error})"
                 ) from error
         regrades = self.grades()
-        return [s.with_grade(regrades[s.key]) if s.key in regrades else s for s in samples]
+        return [replace(s, **regrades[s.key]) if s.key in regrades else s for s in samples]
 
     def append(self, samples: Iterable[Sample]) -> None:
         """Append samples as whole lines, flushed to disk before returning."""
@@ -141,27 +142,21 @@ class RunStore:
             handle.flush()
             os.fsync(handle.fileno())
 
-    def grades(self) -> dict[tuple[str, int, int], Grade]:
+    def grades(self) -> dict[tuple[str, int, int], dict[str, Any]]:
+        """Re-graded fields by sample key, from grades.jsonl (empty when never re-graded)."""
         if not self.grades_path.is_file():
             return {}
         grades = {}
         for line in self.grades_path.read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
-            grades[(row["problem_id"], row["chain"], row["round"])] = Grade(
-                row["answer"], row["correct"], row["reason"]
-            )
+            grades[(row.pop("problem_id"), row.pop("chain"), row.pop("round"))] = row
         return grades
 
-    def write_grades(self, graded: Iterable[tuple[Sample, Grade]]) -> None:
+    def write_grades(self, regraded: Iterable[Sample]) -> None:
+        """Replace grades.jsonl with the grade fields of `regraded` samples."""
         rows = [
-            {
-                "problem_id": s.problem_id,
-                "chain": s.chain,
-                "round": s.round,
-                "answer": g.answer,
-                "correct": g.correct,
-                "reason": g.reason,
-            }
-            for s, g in graded
+            {"problem_id": s.problem_id, "chain": s.chain, "round": s.round,
+             **{name: getattr(s, name) for name in GRADE_FIELDS}}
+            for s in regraded
         ]
         write_atomic(self.grades_path, "".join(json.dumps(r) + "\n" for r in rows))

@@ -46,12 +46,36 @@ class Completion:
 
 
 @dataclass(frozen=True)
+class TestResult:
+    """The outcome of one code test, with what a person (or the model) needs to fix a failure."""
+
+    passed: bool
+    input: str
+    expected: str = ""
+    actual: str = ""
+    error: str = ""
+
+
+@dataclass(frozen=True)
 class Grade:
-    """The verdict on one completion: the extracted answer and whether it is correct."""
+    """The verdict on one completion: the extracted answer and whether it is correct.
+
+    For code, `answer` is the solution's behaviour on the public test inputs (a digest),
+    `score` the share of public tests passed, and the per-test results are kept for feedback.
+    """
 
     answer: str | None
     correct: bool
     reason: str = ""
+    score: float | None = None
+    public: tuple[TestResult, ...] = ()
+    hidden: tuple[TestResult, ...] = ()
+
+
+GRADE_FIELDS = (
+    "answer", "correct", "grade_reason", "score",
+    "public_passed", "public_total", "hidden_passed", "hidden_total",
+)
 
 
 @dataclass(frozen=True)
@@ -72,6 +96,12 @@ class Sample:
     correct: bool = False
     grade_reason: str = ""
     skip_reason: str = ""
+    score: float | None = None
+    public_passed: int = 0
+    public_total: int = 0
+    hidden_passed: int = 0
+    hidden_total: int = 0
+    feedback: str = ""
 
     @property
     def key(self) -> tuple[str, int, int]:
@@ -93,5 +123,10 @@ class Sample:
                 "answer": grade.answer,
                 "correct": grade.correct,
                 "grade_reason": grade.reason,
+                "score": grade.score,
+                "public_passed": sum(r.passed for r in grade.public),
+                "public_total": len(grade.public),
+                "hidden_passed": sum(r.passed for r in grade.hidden),
+                "hidden_total": len(grade.hidden),
             }
         )

@@ -70,3 +70,25 @@ def extract_math_answer(text: str) -> str | None:
             inner = last_boxed(answer)
             return (inner if inner is not None else answer) or None
     return None
+
+
+FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)```", re.DOTALL)
+OPEN_FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*)$", re.DOTALL | re.IGNORECASE)
+CODE_START = re.compile(r"^(?:def |class |import |from \S+ import )", re.MULTILINE)
+
+
+def extract_code(text: str) -> str | None:
+    """The solution code: the last ```python block (else the last fenced block, else an
+    unclosed fence, else the text itself when it starts like code), after any reasoning."""
+    final = split_reasoning(text)[1]
+    if final is None:
+        return None
+    blocks = FENCE.findall(final)
+    python = [code for language, code in blocks if language.lower() in ("python", "python3", "py")]
+    if python or blocks:
+        return (python or [code for _, code in blocks])[-1]
+    unclosed = OPEN_FENCE.search(final)
+    if unclosed:
+        return unclosed.group(1)
+    match = CODE_START.search(final)
+    return final[match.start():] if match else None

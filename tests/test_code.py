@@ -38,8 +38,10 @@ def test_docstring_examples_become_public_tests():
 
 
 def test_check_function_split_into_tests():
-    tests = check_tests("X = 1\n\ndef check(candidate):\n    import math\n    assert candidate(1) == 2\n"
-                        "    for i in range(3):\n        assert candidate(i) == i + 1\n")
+    tests = check_tests(
+        "X = 1\n\ndef check(candidate):\n    import math\n    assert candidate(1) == 2\n"
+        "    for i in range(3):\n        assert candidate(i) == i + 1\n"
+    )
     assert [t.setup for t in tests] == [True, True, False, False]
 
 
@@ -83,15 +85,21 @@ def test_full_function_answer_and_feedback(humaneval):
         ("sys.exit before tests", "import sys\nsys.exit(0)\ndef add(x, y):\n    return x + y"),
         ("os._exit before tests", "import os\nos._exit(0)\ndef add(x, y):\n    return x + y"),
         ("exit inside the call", "import os\ndef add(x, y):\n    os._exit(0)"),
-        ("always-equal object",
-         "class Yes:\n    def __eq__(self, other):\n        return True\n"
-         "def add(x, y):\n    return Yes()"),
-        ("patched builtins",
-         "import builtins\nbuiltins.bool = lambda v: True\nbuiltins.type = lambda v: int\n"
-         "builtins.isinstance = lambda *a: True\ndef add(x, y):\n    return None"),
-        ("patched json and print of fake results",
-         "import json\njson.loads = lambda s: {'index': 0, 'passed': True}\n"
-         "print('{\"index\": 0, \"passed\": true}')\ndef add(x, y):\n    return None"),
+        (
+            "always-equal object",
+            "class Yes:\n    def __eq__(self, other):\n        return True\n"
+            "def add(x, y):\n    return Yes()",
+        ),
+        (
+            "patched builtins",
+            "import builtins\nbuiltins.bool = lambda v: True\nbuiltins.type = lambda v: int\n"
+            "builtins.isinstance = lambda *a: True\ndef add(x, y):\n    return None",
+        ),
+        (
+            "patched json and print of fake results",
+            "import json\njson.loads = lambda s: {'index': 0, 'passed': True}\n"
+            'print(\'{"index": 0, "passed": true}\')\ndef add(x, y):\n    return None',
+        ),
         ("infinite loop", "def add(x, y):\n    while True:\n        pass"),
     ],
 )
@@ -128,10 +136,12 @@ def test_livecodebench_fixtures_both_test_types():
 
 
 def test_livecodebench_date_filter_and_errors(tmp_path):
-    assert [p.id for p in LiveCodeBenchTask(FIXTURES, "v1", since="2025-01-01").load()] == ["fixture_stdin_1"]
+    assert [p.id for p in LiveCodeBenchTask(FIXTURES, "v1", since="2025-01-01").load()] == [
+        "fixture_stdin_1"
+    ]
     with pytest.raises(Exception, match="no problems match"):
         LiveCodeBenchTask(FIXTURES, "v1", since="2030-01-01").load()
-    with pytest.raises(Exception, match="none of test.jsonl"):
+    with pytest.raises(Exception, match=r"none of test\.jsonl"):
         LiveCodeBenchTask(tmp_path, "v1").load()
-    with pytest.raises(Exception, match="unknown LiveCodeBench release 'v9'"):
+    with pytest.raises(Exception, match=r"unknown LiveCodeBench release 'v9'"):
         LiveCodeBenchTask(FIXTURES, "v9")

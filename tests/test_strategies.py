@@ -3,9 +3,9 @@ import pytest
 from seqpar.errors import SeqparError
 from seqpar.strategies import get_strategy
 from seqpar.strategies.sequential import SequentialTemplate
-from seqpar.types import Message
+from seqpar.types import Attempt, Message
 
-PREVIOUS = ["<think>scratch</think>first \\boxed{1}", "second \\boxed{2}"]
+PREVIOUS = [Attempt("<think>scratch</think>first \\boxed{1}"), Attempt("second \\boxed{2}")]
 
 
 def test_parallel_ignores_history():
@@ -53,3 +53,13 @@ def test_unknown_options_are_errors():
         get_strategy("beam", 2)
     with pytest.raises(SeqparError, match="--n must be >= 1"):
         get_strategy("parallel", 0)
+
+
+def test_feedback_stands_next_to_its_solution():
+    attempts = [Attempt("def f(): pass", "Feedback from the hidden tests: 0 of 2 passed.")]
+    (single,) = SequentialTemplate().messages("Q", attempts)
+    assert (
+        "### Previous solution 1\ndef f(): pass\n\nFeedback from the hidden tests" in single.content
+    )
+    turns = SequentialTemplate(layout="multiturn").messages("Q", attempts)
+    assert turns[2].content.startswith("Feedback from the hidden tests: 0 of 2 passed.\n\nSolve")

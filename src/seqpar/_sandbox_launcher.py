@@ -31,8 +31,13 @@ def call(result: int, what: str) -> None:
 
 def mount(source: str, target: str, kind: str | None, flags: int, data: str | None) -> None:
     call(
-        LIBC.mount(source.encode(), target.encode(), kind.encode() if kind else None, flags,
-                   data.encode() if data else None),
+        LIBC.mount(
+            source.encode(),
+            target.encode(),
+            kind.encode() if kind else None,
+            flags,
+            data.encode() if data else None,
+        ),
         f"mount {target}",
     )
 
@@ -69,16 +74,22 @@ def expose_import_paths() -> None:
             for i, path in enumerate(paths):
                 for old, new in moved.items():
                     if (path + "/").startswith(old):
-                        paths[i] = new + path[len(old):]
+                        paths[i] = new + path[len(old) :]
     sys.path_importer_cache.clear()
 
 
 def enter_namespaces(root: bool) -> None:
     uid, gid = os.getuid(), os.getgid()
-    call(LIBC.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | (0 if root else CLONE_NEWUSER)),
-         "unshare")
+    call(
+        LIBC.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | (0 if root else CLONE_NEWUSER)),
+        "unshare",
+    )
     if not root:
-        for path, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
+        for path, text in (
+            ("setgroups", "deny"),
+            ("uid_map", f"0 {uid} 1"),
+            ("gid_map", f"0 {gid} 1"),
+        ):
             with open(f"/proc/self/{path}", "w") as handle:
                 handle.write(text)
 
@@ -89,8 +100,13 @@ def run_program(config: dict, root: bool) -> None:
     mount("none", "/", None, MS_REC | MS_PRIVATE, None)
     for directory in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock"):
         if os.path.isdir(directory):
-            mount("tmpfs", directory, "tmpfs", MS_NOSUID | MS_NODEV,
-                  f"size={config['tmpfs_mb']}m,mode=1777")
+            mount(
+                "tmpfs",
+                directory,
+                "tmpfs",
+                MS_NOSUID | MS_NODEV,
+                f"size={config['tmpfs_mb']}m,mode=1777",
+            )
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
     if root:
         expose_import_paths()
@@ -118,11 +134,16 @@ def run_program(config: dict, root: bool) -> None:
     LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     os.chdir(work)
     os.environ.clear()
-    os.environ.update({
-        "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": work, "TMPDIR": "/tmp",
-        "LANG": "C.UTF-8", "OPENBLAS_NUM_THREADS": "1",
-        "OMP_NUM_THREADS": "1",
-    })
+    os.environ.update(
+        {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": work,
+            "TMPDIR": "/tmp",
+            "LANG": "C.UTF-8",
+            "OPENBLAS_NUM_THREADS": "1",
+            "OMP_NUM_THREADS": "1",
+        }
+    )
     code = compile(config.pop("code"), "program.py", "exec")
     module = type(sys)("__main__")
     module.__dict__["__builtins__"] = __builtins__

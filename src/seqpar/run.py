@@ -12,7 +12,7 @@ import platform
 import subprocess
 import sys
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from seqpar.store import RunStore
 from seqpar.strategies import Strategy, get_strategy
 from seqpar.strategies.sequential import SequentialTemplate
 from seqpar.tasks import Task, get_task, select
-from seqpar.types import Completion, Grade, Message, Problem, Request, Sample
+from seqpar.types import Attempt, Completion, Grade, Message, Problem, Request, Sample
 
 VERSIONED = ("seqpar", "torch", "transformers", "math-verify", "numpy", "gguf", "safetensors")
 
@@ -47,6 +47,7 @@ class RunConfig:
     min_p: float = 0.0
     seed: int = 0
     template: SequentialTemplate = field(default_factory=SequentialTemplate)
+    feedback: str = "none"
     task_options: Mapping[str, Any] = field(default_factory=dict)
     engine: str = "hf"
 
@@ -69,7 +70,13 @@ class RunConfig:
         return get_strategy(self.strategy, self.n, chains=self.chains, template=self.template)
 
     def build_task(self, data_dir: str | Path | None = None) -> Task:
-        return get_task(self.task, data_dir=data_dir, **self.task_options)
+        task = get_task(self.task, data_dir=data_dir, **self.task_options)
+        if self.feedback not in task.feedback_levels:
+            raise SeqparError(
+                f"task {self.task!r} does not support --feedback {self.feedback}; "
+                f"it supports: {', '.join(task.feedback_levels)}"
+            )
+        return task
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,7 +147,7 @@ def execute(
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         }
     )
-    generate(engine, task, strategy, problems, sampling, store)
+    generate(engine, task, strategy, problems, sampling, store, config.feedback)
     return store
 
 
@@ -151,8 +158,10 @@ def generate(
     problems: list[Problem],
     sampling: SamplingParams,
     store: RunStore,
+    feedback: str = "none",
 ) -> None:
-    """Fill the store round by round with every missing (problem, chain, round) sample."""
+    """Fill the store round by round with every missing (problem, chain, round) sample;
+    each graded sample carries the `feedback` the next round of its chain will see."""
     stored = {s.key: s for s in store.samples()}
     prompts = {p.id: task.prompt(p) for p in problems}
     for round_ in range(1, strategy.rounds + 1):
@@ -164,7 +173,7 @@ def generate(
                 history = [stored.get((problem.id, chain, r)) for r in range(1, round_)]
                 if any(h is None or h.status != "ok" for h in history):
                     continue  # the chain ended at a skipped round
-                previous = [h.text for h in history if h is not None]
+                previous = [Attempt(h.text, h.feedback) for h in history if h is not None]
                 messages = strategy.messages(prompts[problem.id], previous)
                 groups.setdefault(messages, []).append((problem, chain))
         requests, owners, skipped = [], [], []
@@ -189,10 +198,11 @@ def generate(
             file=sys.stderr,
         )
         for index, completions in engine.generate(requests, sampling):
-            samples = [
-                record(problem, chain, round_, completion, task.grade(problem, completion.text))
-                for (problem, chain), completion in zip(owners[index], completions, strict=True)
-            ]
+            samples = []
+            for (problem, chain), completion in zip(owners[index], completions, strict=True):
+                grade = task.grade(problem, completion.text)
+                sample = record(problem, chain, round_, completion, grade)
+                samples.append(replace(sample, feedback=task.feedback(problem, grade, feedback)))
             store.append(samples)
             stored.update((s.key, s) for s in samples)
 
@@ -211,10 +221,7 @@ def record(
         finish_reason=completion.finish_reason,
         seed=completion.seed,
         wall_time=completion.wall_time,
-        answer=grade.answer,
-        correct=grade.correct,
-        grade_reason=grade.reason,
-    )
+    ).with_grade(grade)
 
 
 def skip(problem: Problem, chain: int, round_: int, prompt_tokens: int, reason: str) -> Sample:

@@ -30,6 +30,7 @@ verdicts). It is not a substitute for a VM when running code from hostile partie
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -97,8 +98,11 @@ def run(code: str, stdin: str = "", limits: Limits | None = None) -> Execution:
     start = time.perf_counter()
     status_read, status_write = os.pipe()
     config = {
-        **{k: v for k, v in asdict(limits).items() if k in ("timeout_s", "cpu_s", "processes",
-                                                              "tmpfs_mb")},
+        **{
+            k: v
+            for k, v in asdict(limits).items()
+            if k in ("timeout_s", "cpu_s", "processes", "tmpfs_mb")
+        },
         "memory_bytes": limits.memory_mb << 20,
         "file_bytes": limits.file_mb << 20,
         "status_fd": status_write,
@@ -107,11 +111,17 @@ def run(code: str, stdin: str = "", limits: Limits | None = None) -> Execution:
     }
     process = subprocess.Popen(
         [sys.executable, "-I", str(LAUNCHER)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        pass_fds=(status_write,), start_new_session=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        pass_fds=(status_write,),
+        start_new_session=True,
         # A fixed hash seed makes set/dict order, and so program output, reproducible.
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
-             "PYTHONHASHSEED": "0"},
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LANG": "C.UTF-8",
+            "PYTHONHASHSEED": "0",
+        },
     )
     os.close(status_write)
     try:
@@ -163,7 +173,7 @@ def read_capped(process: subprocess.Popen, limits: Limits) -> tuple[bytes, bytes
             buffer = buffers[key.data]
             buffer += chunk
             if len(buffer) > limits.output_bytes:
-                del buffer[limits.output_bytes:]
+                del buffer[limits.output_bytes :]
                 truncated = True
         if truncated:
             kill_group(process)
@@ -181,10 +191,8 @@ def read_all(fd: int) -> bytes:
 
 def kill_group(process: subprocess.Popen) -> None:
     """Kill the launcher's process group; the program (PID 1 of its namespace) dies with it."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def run_many(jobs: Sequence[Job], workers: int | None = None) -> list[Execution]:

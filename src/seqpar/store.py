@@ -155,8 +155,12 @@ class RunStore:
     def write_grades(self, regraded: Iterable[Sample]) -> None:
         """Replace grades.jsonl with the grade fields of `regraded` samples."""
         rows = [
-            {"problem_id": s.problem_id, "chain": s.chain, "round": s.round,
-             **{name: getattr(s, name) for name in GRADE_FIELDS}}
+            {
+                "problem_id": s.problem_id,
+                "chain": s.chain,
+                "round": s.round,
+                **{name: getattr(s, name) for name in GRADE_FIELDS},
+            }
             for s in regraded
         ]
         write_atomic(self.grades_path, "".join(json.dumps(r) + "\n" for r in rows))

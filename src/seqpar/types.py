@@ -26,6 +26,14 @@ class Problem:
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """A previous round as the next round sees it: the solution and the feedback on it."""
+
+    text: str
+    feedback: str = ""
+
+
+@dataclass(frozen=True)
 class Request:
     """A chat prompt to complete once per seed; without seeds, `SamplingParams.n` times."""
 
@@ -73,8 +81,14 @@ class Grade:
 
 
 GRADE_FIELDS = (
-    "answer", "correct", "grade_reason", "score",
-    "public_passed", "public_total", "hidden_passed", "hidden_total",
+    "answer",
+    "correct",
+    "grade_reason",
+    "score",
+    "public_passed",
+    "public_total",
+    "hidden_passed",
+    "hidden_total",
 )
 
 

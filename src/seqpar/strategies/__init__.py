@@ -7,7 +7,7 @@ from typing import Protocol
 
 from seqpar.errors import unknown
 from seqpar.strategies.sequential import SequentialStrategy, SequentialTemplate
-from seqpar.types import Message
+from seqpar.types import Attempt, Message
 
 STRATEGIES = ("parallel", "sequential")
 
@@ -19,7 +19,7 @@ class Strategy(Protocol):
     chains: int
     rounds: int
 
-    def messages(self, prompt: str, previous: Sequence[str]) -> tuple[Message, ...]: ...
+    def messages(self, prompt: str, previous: Sequence[Attempt]) -> tuple[Message, ...]: ...
 
 
 def get_strategy(

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from seqpar.errors import SeqparError
-from seqpar.types import Message
+from seqpar.types import Attempt, Message
 
 
 @dataclass(frozen=True)
@@ -25,5 +25,5 @@ class ParallelStrategy:
     def chains(self) -> int:
         return self.n
 
-    def messages(self, prompt: str, previous: Sequence[str]) -> tuple[Message, ...]:
+    def messages(self, prompt: str, previous: Sequence[Attempt]) -> tuple[Message, ...]:
         return (Message("user", prompt),)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from seqpar.errors import SeqparError, unknown
 from seqpar.tasks.extract import split_reasoning
-from seqpar.types import Message
+from seqpar.types import Attempt, Message
 
 INSTRUCTIONS = {
     "again": "Solve the problem again from the beginning.",
@@ -47,17 +47,23 @@ class SequentialTemplate:
         final = split_reasoning(text)[1]
         return final.strip() if final is not None else "(unfinished: no final answer)"
 
-    def messages(self, prompt: str, previous: Sequence[str]) -> tuple[Message, ...]:
+    def messages(self, prompt: str, previous: Sequence[Attempt]) -> tuple[Message, ...]:
         instruction = INSTRUCTIONS[self.instruction] + FORMAT_REMINDER
         if not previous:
             return (Message("user", prompt),)
         if self.layout == "multiturn":
             turns = [Message("user", prompt)]
-            for text in previous:
-                turns += [Message("assistant", self.shown(text)), Message("user", instruction)]
+            for attempt in previous:
+                feedback = f"{attempt.feedback}\n\n" if attempt.feedback else ""
+                turns += [
+                    Message("assistant", self.shown(attempt.text)),
+                    Message("user", feedback + instruction),
+                ]
             return tuple(turns)
         solutions = "\n\n".join(
-            f"### Previous solution {i}\n{self.shown(text)}" for i, text in enumerate(previous, 1)
+            f"### Previous solution {i}\n{self.shown(attempt.text)}"
+            + (f"\n\n{attempt.feedback}" if attempt.feedback else "")
+            for i, attempt in enumerate(previous, 1)
         )
         return (Message("user", f"{prompt}\n\n{solutions}\n\n### Task\n{instruction}"),)
 
@@ -79,5 +85,5 @@ class SequentialStrategy:
     def rounds(self) -> int:
         return self.n
 
-    def messages(self, prompt: str, previous: Sequence[str]) -> tuple[Message, ...]:
+    def messages(self, prompt: str, previous: Sequence[Attempt]) -> tuple[Message, ...]:
         return self.template.messages(prompt, previous)

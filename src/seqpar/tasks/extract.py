@@ -91,4 +91,4 @@ def extract_code(text: str) -> str | None:
     if unclosed:
         return unclosed.group(1)
     match = CODE_START.search(final)
-    return final[match.start():] if match else None
+    return final[match.start() :] if match else None

@@ -119,8 +119,17 @@ def equivalent(a: str, b: str) -> bool:
         return False
 
 
+def binary_feedback(grade: Grade, level: str) -> str:
+    """Math feedback: nothing, or whether the answer is correct."""
+    if level == "binary":
+        return f"Feedback: the answer is {'correct' if grade.correct else 'incorrect'}."
+    return ""
+
+
 class MathTask:
     """A math benchmark: problems with reference answers; answers extracted and compared."""
+
+    feedback_levels = ("none", "binary")
 
     def __init__(self, source: MathSource, data_dir: str | Path | None = None) -> None:
         self.source = source
@@ -188,6 +197,9 @@ class MathTask:
 
     def equivalent(self, a: str, b: str) -> bool:
         return equivalent(a, b)
+
+    def feedback(self, problem: Problem, grade: Grade, level: str) -> str:
+        return binary_feedback(grade, level)
 
     def describe(self) -> dict[str, Any]:
         if self.path is None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from seqpar.errors import SeqparError
 from seqpar.tasks.extract import extract_math_answer
-from seqpar.tasks.math import PROMPT, equivalent
+from seqpar.tasks.math import PROMPT, binary_feedback, equivalent
 from seqpar.types import Grade, Problem
 
 NAMES = ("Maya", "Omar", "Lena", "Kofi", "Ines", "Ravi", "Sofia", "Tariq", "Yuki", "Elena")
@@ -76,6 +76,7 @@ class ArithTask:
     """Built-in offline task; `difficulty` = number of chained operations."""
 
     name = "arith"
+    feedback_levels = ("none", "binary")
 
     def __init__(self, difficulty: int = 2, count: int = 100, seed: int = 0) -> None:
         if difficulty < 1 or count < 1:
@@ -99,6 +100,9 @@ class ArithTask:
 
     def equivalent(self, a: str, b: str) -> bool:
         return equivalent(a, b)
+
+    def feedback(self, problem: Problem, grade: Grade, level: str) -> str:
+        return binary_feedback(grade, level)
 
     def describe(self) -> dict[str, Any]:
         return {

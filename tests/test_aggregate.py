@@ -101,3 +101,21 @@ def test_majority_uses_random_subsets_when_many():
     solutions = [A_RIGHT] * 12 + [B_WRONG] * 12
     score = parallel_score(solutions, 12, "majority", rng=random.Random(1))
     assert 0.3 < score < 0.7
+
+
+def test_best_of_n_by_verifier_score():
+    from seqpar.aggregate import best_of_n_score
+
+    top_right = [Solution("x", False, 0.5), Solution("y", True, 1.0), Solution("z", False, None)]
+    assert best_of_n_score(top_right) == 1.0
+    tied = [Solution("x", False, 1.0), Solution("y", True, 1.0)]
+    assert best_of_n_score(tied) == 0.5
+    assert best_of_n_score(tied, ties="first") == 0.0
+    assert best_of_n_score(tied, ties="last") == 1.0
+    unscored = [Solution(None, True), Solution(None, False)]
+    assert best_of_n_score(unscored) == 0.5  # no verifier: a random pick
+    # parallel, k=2 of [wrong 0.5, right 1.0, wrong 0.0]: subsets {0,1}->1, {0,2}->0, {1,2}->1
+    solutions = [Solution("a", False, 0.5), Solution("b", True, 1.0), Solution("c", False, 0.0)]
+    assert parallel_score(solutions, 2, "best-of-n") == pytest.approx(2 / 3)
+    assert chain_score(solutions, 1, "best-of-n") == 0.0
+    assert chain_score(solutions, 2, "best-of-n") == 1.0

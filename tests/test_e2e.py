@@ -197,3 +197,46 @@ def test_help_is_fast_and_lists_commands():
             text=True,
         ).stdout
     )
+
+
+def test_humaneval_sequential_hidden_feedback_and_parallel_best_of_n(tmp_path, small_engine):
+    common = {"model": TEST_MODEL, "task": "humaneval", "n": 3, "limit": 5, "max_tokens": 96}
+    sequential = execute(
+        RunConfig(**common, strategy="sequential", feedback="hidden"),
+        tmp_path / "seq",
+        engine=small_engine,
+    )
+    parallel = execute(
+        RunConfig(**common, strategy="parallel"), tmp_path / "par", engine=small_engine
+    )
+    seq_samples = sequential.samples()
+    assert len(seq_samples) == 15 and len(parallel.samples()) == 15
+    for sample in seq_samples:
+        assert sample.hidden_total > 0 or sample.grade_reason == "no code found"
+        if sample.grade_reason != "no code found":
+            assert sample.feedback.startswith("Feedback from the hidden tests")
+    later = [s for s in seq_samples if s.round == 2]
+    first = {s.problem_id: s for s in seq_samples if s.round == 1}
+    # the feedback on round 1 is part of round 2's prompt, so round 2's prompt is longer
+    assert all(s.prompt_tokens > first[s.problem_id].prompt_tokens for s in later)
+    summaries = [summarize(str(tmp_path / "seq")), summarize(str(tmp_path / "par"))]
+    for summary in summaries:
+        assert set(summary.accuracy) == {"last", "majority", "best-of-n", "pass@k"}
+    result = cli("report", str(tmp_path / "seq"), str(tmp_path / "par"))
+    assert "| best-of-n |" in result.stdout and "Comparison at full budget" in result.stdout
+
+
+def test_feedback_level_must_suit_the_task(tmp_path):
+    result = cli(
+        "run",
+        "--task",
+        "arith",
+        "--strategy",
+        "sequential",
+        "--feedback",
+        "hidden",
+        "--out",
+        str(tmp_path / "out"),
+    )
+    assert result.returncode == 2
+    assert "does not support --feedback hidden; it supports: none, binary" in result.stderr

@@ -5,14 +5,17 @@ each a list of rounds; a parallel run has N chains of one round, a sequential ru
 more) chains of N rounds. At budget k:
 
 - parallel (exchangeable samples): `pass@k` is the unbiased estimator, `last` is the mean
-  single-sample accuracy, `majority` is averaged over size-k subsets of the N samples;
+  single-sample accuracy, `majority` and `best-of-n` are averaged over size-k subsets;
 - sequential (ordered rounds): each aggregator sees a chain's first k rounds (`pass@k` is
   then any@k), averaged over chains.
 
-Majority voting groups answers into equivalence classes; a missing answer (None) never
-votes. Ties follow an explicit rule: "expected" (default) scores the fraction of the tied
-classes that are correct — the expected accuracy of a uniformly random tie-break —,
-"first"/"last" pick the tied class whose earliest/latest member comes first/last.
+Majority voting groups answers into equivalence classes (for code: identical behaviour on
+the public test inputs); a missing answer (None) never votes. Best-of-n picks the solution
+with the highest verifier score (for code: the share of public tests passed); solutions
+without a score rank below every scored one. Ties follow an explicit rule: "expected"
+(default) scores the fraction of tied choices that are correct — the expected accuracy of a
+uniformly random tie-break —, "first"/"last" take the tied choice that appears first/last
+(for majority: by its earliest/latest member).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Literal
 import numpy as np
 
 Ties = Literal["expected", "first", "last"]
-AGGREGATORS = ("last", "majority", "pass@k")
+AGGREGATORS = ("last", "majority", "best-of-n", "pass@k")
 MAX_SUBSETS = 200
 
 
@@ -37,6 +40,7 @@ class Solution:
 
     answer_class: Hashable | None
     correct: bool
+    score: float | None = None
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -66,13 +70,34 @@ def majority_score(solutions: Sequence[Solution], *, ties: Ties = "expected") ->
         return 0.0
     top = max(counts.values())
     tied = [key for key, count in counts.items() if count == top]
-    if ties == "expected":
-        return sum(correct[key] for key in tied) / len(tied)
-    if ties == "first":
-        return float(correct[min(tied, key=first.__getitem__)])
     if ties == "last":
-        return float(correct[max(tied, key=last.__getitem__)])
+        tied.sort(key=last.__getitem__)
+    else:
+        tied.sort(key=first.__getitem__)
+    return pick_score([Solution(key, correct[key]) for key in tied], ties)
+
+
+def pick_score(tied: Sequence[Solution], ties: Ties) -> float:
+    """Score of choosing among `tied` solutions (in order) under the ties rule."""
+    if ties == "expected":
+        return sum(s.correct for s in tied) / len(tied)
+    if ties == "first":
+        return float(tied[0].correct)
+    if ties == "last":
+        return float(tied[-1].correct)
     raise ValueError(f"unknown ties rule {ties!r}; known: expected, first, last")
+
+
+def best_of_n_score(solutions: Sequence[Solution], *, ties: Ties = "expected") -> float:
+    """Score of picking the solution with the highest verifier score."""
+    if not solutions:
+        return 0.0
+    rank = [float("-inf") if s.score is None else s.score for s in solutions]
+    top = max(rank)
+    return pick_score([s for s, r in zip(solutions, rank, strict=True) if r == top], ties)
+
+
+SUBSET_AGGREGATORS = {"majority": majority_score, "best-of-n": best_of_n_score}
 
 
 def answer_classes(
@@ -118,11 +143,10 @@ def parallel_score(
         return pass_at_k(n, c, k)
     if aggregator == "last":
         return c / n
-    if aggregator == "majority":
+    if aggregator in SUBSET_AGGREGATORS:
+        score = SUBSET_AGGREGATORS[aggregator]
         picks = subsets(n, k, rng or random.Random(0))
-        return sum(majority_score([solutions[i] for i in pick], ties=ties) for pick in picks) / len(
-            picks
-        )
+        return sum(score([solutions[i] for i in pick], ties=ties) for pick in picks) / len(picks)
     raise ValueError(f"unknown aggregator {aggregator!r}; known: {', '.join(AGGREGATORS)}")
 
 
@@ -135,8 +159,8 @@ def chain_score(
         return float(any(s.correct for s in prefix))
     if aggregator == "last":
         return float(prefix[-1].correct)
-    if aggregator == "majority":
-        return majority_score(prefix, ties=ties)
+    if aggregator in SUBSET_AGGREGATORS:
+        return SUBSET_AGGREGATORS[aggregator](prefix, ties=ties)
     raise ValueError(f"unknown aggregator {aggregator!r}; known: {', '.join(AGGREGATORS)}")
 
 

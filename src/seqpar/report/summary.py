@@ -52,7 +52,8 @@ def solutions_by_problem(
         flat = [cell for chain in cells for cell in chain]
         classes = answer_classes([s.answer if s else None for s in flat], task_equivalent)
         solutions = [
-            Solution(cls, bool(s and s.correct)) for s, cls in zip(flat, classes, strict=True)
+            Solution(cls, bool(s and s.correct), s.score if s else None)
+            for s, cls in zip(flat, classes, strict=True)
         ]
         grid.append([solutions[c * rounds : (c + 1) * rounds] for c in range(chains)])
     return grid
@@ -71,6 +72,8 @@ def summarize(path: str) -> RunSummary:
         samples, problem_ids, strategy.chains, strategy.rounds, task.equivalent
     )
     ks = budgets(config.n)
+    verified = any(s.score is not None for s in samples)
+    aggregators = [a for a in AGGREGATORS if verified or a != "best-of-n"]
     return RunSummary(
         run=path,
         model=config.model,
@@ -83,7 +86,7 @@ def summarize(path: str) -> RunSummary:
         expected_samples=len(problem_ids) * strategy.chains * strategy.rounds,
         skipped=sum(s.status == "skipped" for s in samples),
         ks=ks,
-        accuracy={a: accuracy_curve(grid, a, ks, seed=config.seed) for a in AGGREGATORS},
+        accuracy={a: accuracy_curve(grid, a, ks, seed=config.seed) for a in aggregators},
         generated_tokens=sum(s.completion_tokens for s in samples),
         prompt_tokens=sum(s.prompt_tokens for s in samples if s.status == "ok"),
         wall_time_s=sum(s.wall_time for s in samples),
@@ -97,7 +100,7 @@ def markdown(summaries: Sequence[RunSummary]) -> str:
         header = "| aggregator | " + " | ".join(f"k={k}" for k in s.ks) + " |"
         rule = "|---|" + "---:|" * len(s.ks)
         rows = [
-            f"| {a} | " + " | ".join(f"{v:.3f}" for v in s.accuracy[a]) + " |" for a in AGGREGATORS
+            f"| {a} | " + " | ".join(f"{v:.3f}" for v in s.accuracy[a]) + " |" for a in s.accuracy
         ]
         status = (
             "" if s.complete else f" · **incomplete: {s.samples}/{s.expected_samples} samples**"
@@ -111,14 +114,15 @@ def markdown(summaries: Sequence[RunSummary]) -> str:
             f" · wall time {s.wall_time_s:.1f} s · skipped {s.skipped}{status}\n"
         )
     if len(summaries) > 1:
+        shown = [a for a in AGGREGATORS if all(a in s.accuracy for s in summaries)]
         lines = [
             "## Comparison at full budget (k = n)\n",
-            "| run | strategy | n | " + " | ".join(AGGREGATORS) + " | generated tokens | "
+            "| run | strategy | n | " + " | ".join(shown) + " | generated tokens | "
             "prompt tokens | wall time (s) |",
-            "|---|---|---:|" + "---:|" * (len(AGGREGATORS) + 3),
+            "|---|---|---:|" + "---:|" * (len(shown) + 3),
         ]
         for s in summaries:
-            values = " | ".join(f"{s.accuracy[a][-1]:.3f}" for a in AGGREGATORS)
+            values = " | ".join(f"{s.accuracy[a][-1]:.3f}" for a in shown)
             lines.append(
                 f"| {s.run} | {s.strategy} | {s.n} | {values} | {s.generated_tokens:,} | "
                 f"{s.prompt_tokens:,} | {s.wall_time_s:.1f} |"
@@ -126,6 +130,7 @@ def markdown(summaries: Sequence[RunSummary]) -> str:
         parts.append("\n".join(lines) + "\n")
     parts.append(
         "pass@k: unbiased estimator for parallel runs; any@k over a chain's first k rounds for "
-        "sequential runs. majority: ties scored as the expected accuracy of a random tie-break.\n"
+        "sequential runs. majority (code: by behaviour on public inputs) and best-of-n (code: "
+        "most public tests passed): ties scored as the expected accuracy of a random pick.\n"
     )
     return "\n".join(parts)

@@ -46,7 +46,16 @@ def task_names() -> tuple[str, ...]:
 
 
 def get_task(name: str, *, data_dir: str | Path | None = None, **options: Any) -> Task:
-    """The task `name`; math tasks read `data_dir` (or $SEQPAR_DATA_DIR, else the hub)."""
+    """The task `name`; data tasks read `data_dir` (or $SEQPAR_DATA_DIR, else the hub)."""
+    try:
+        return build_task(name, data_dir, options)
+    except TypeError as error:
+        raise SeqparError(
+            f"task {name!r} does not take the option(s) {', '.join(options)}"
+        ) from error
+
+
+def build_task(name: str, data_dir: str | Path | None, options: dict[str, Any]) -> Task:
     if name == "arith":
         from seqpar.tasks.synthetic import ArithTask
 

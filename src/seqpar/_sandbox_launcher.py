@@ -1,9 +1,10 @@
-"""Sandbox launcher: run as `python -I _sandbox_launcher.py`, configuration as JSON on stdin.
+"""Sandbox server: `python -I _sandbox_launcher.py FD`, jobs arriving on the socket FD.
 
-Standard library only. It enters new mount, network and PID namespaces (plus a user
-namespace when not root), forks the program as PID 1 of the new PID namespace, enforces
-the wall-clock limit, and writes the outcome as JSON to the status file descriptor.
-See seqpar.sandbox for what this does and does not protect against.
+Standard library only. For each job it forks a supervisor that enters new mount, network
+and PID namespaces (plus a user namespace when not root), forks the program as PID 1 of the
+new PID namespace, enforces the wall-clock limit, and writes its own pid and then the
+outcome as JSON to the job's status descriptor. See seqpar.sandbox for what this does and
+does not protect against.
 """
 
 import ctypes
@@ -12,6 +13,7 @@ import os
 import resource
 import select
 import signal
+import socket
 import sys
 import traceback
 
@@ -119,8 +121,9 @@ def run_program(config: dict, root: bool) -> None:
     if root:
         os.chown(work, NOBODY, NOBODY)
     memory = config["memory_bytes"]
+    # CPU: SIGXCPU at the soft limit, SIGKILL a second later if the program ignores it.
+    resource.setrlimit(resource.RLIMIT_CPU, (config["cpu_s"], config["cpu_s"] + 1))
     for limit, value in (
-        (resource.RLIMIT_CPU, config["cpu_s"]),
         (resource.RLIMIT_AS, memory),
         (resource.RLIMIT_FSIZE, config["file_bytes"]),
         (resource.RLIMIT_NPROC, config["processes"]),
@@ -152,16 +155,18 @@ def run_program(config: dict, root: bool) -> None:
     exec(code, module.__dict__)
 
 
-def main() -> None:
-    config = json.loads(sys.stdin.read())
-    status_fd = config["status_fd"]
+def supervise(config: dict, status_fd: int) -> None:
+    """In a fresh child of the server: isolate, fork the program as PID 1, enforce the
+    timeout, report the outcome on `status_fd`."""
+    os.write(status_fd, f"{os.getpid()}\n".encode())
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     root = os.geteuid() == 0
     try:
         enter_namespaces(root)
     except OSError as error:
         os.write(status_fd, json.dumps({"unavailable": str(error)}).encode())
-        sys.exit(125)
-    sys.stdout.flush()
+        return
+    config["status_fd"] = status_fd
     pid = os.fork()
     if pid == 0:
         code = 0
@@ -184,13 +189,57 @@ def main() -> None:
     if timed_out:
         os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
+    killed_by = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
     outcome = {
-        "timed_out": timed_out,
+        "timed_out": timed_out or killed_by == signal.SIGXCPU,
         "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
-        "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+        "signal": killed_by,
     }
     os.write(status_fd, json.dumps(outcome).encode())
 
 
+def receive(channel: socket.socket) -> tuple[dict, list[int]] | None:
+    """One job: an 8-byte length with the job's stdout, stderr and status descriptors
+    attached, then that many bytes of JSON. None when seqpar has closed the channel."""
+    header, fds, _, _ = socket.recv_fds(channel, 8, 3)
+    if not header:
+        return None
+    size = int.from_bytes(header, "big")
+    data = bytearray()
+    while len(data) < size:
+        chunk = channel.recv(size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return json.loads(data), fds
+
+
+def serve(channel_fd: int) -> None:
+    """Fork one supervised child per job received on the channel, until it closes.
+
+    Forking this warm process is much cheaper than starting Python for every program;
+    the modules most solutions import are loaded once here for the same reason."""
+    import bisect, collections, functools, heapq, io, itertools, math, random, re, string, typing  # noqa: E401, F401, I001
+
+    channel = socket.socket(fileno=channel_fd)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped automatically
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    while (job := receive(channel)) is not None:
+        config, (stdout_fd, stderr_fd, status_fd) = job
+        if os.fork() == 0:
+            channel.close()
+            os.dup2(devnull, 0)
+            os.dup2(stdout_fd, 1)
+            os.dup2(stderr_fd, 2)
+            for fd in (stdout_fd, stderr_fd, devnull):
+                os.close(fd)
+            try:
+                supervise(config, status_fd)
+            finally:
+                os._exit(0)
+        for fd in (stdout_fd, stderr_fd, status_fd):
+            os.close(fd)
+
+
 if __name__ == "__main__":
-    main()
+    serve(int(sys.argv[1]))

@@ -1,6 +1,6 @@
 """Running untrusted, model-written Python: the only way seqpar executes such code.
 
-Each program runs in a fresh process started by `_sandbox_launcher.py`, which:
+Each program runs in a fresh process forked by `_sandbox_launcher.py`, which:
 
 - enters new **network**, **PID** and **mount** namespaces (and a user namespace when
   seqpar is not root). The network namespace has only a loopback interface that is down, so
@@ -16,9 +16,13 @@ Each program runs in a fresh process started by `_sandbox_launcher.py`, which:
   writable/readable, nor read other processes' environments;
 - sets limits on CPU seconds, address space, file size, process count (RLIMIT_NPROC) and
   core dumps, scrubs the environment to a fixed minimal one, and kills the program at the
-  wall-clock timeout (the launcher does; seqpar kills the launcher's process group as a
-  backstop). Output on stdout and stderr is captured up to a cap; past it the program is
-  killed and the result marked truncated.
+  wall-clock timeout (its supervisor does; seqpar kills the supervisor as a backstop, and
+  the program, with PR_SET_PDEATHSIG, dies with it). Output on stdout and stderr is
+  captured up to a cap; past it the program is killed and the result marked truncated.
+
+Programs are started by one long-lived server process (`_sandbox_launcher.py`, started on
+first use) that forks a supervisor per program: forking a warm process costs far less than
+starting Python, and the modules most solutions import are already loaded.
 
 What it does **not** protect against: kernel exploits and anything else that escapes
 namespaces; reading world-readable files (system files, and when seqpar is not root, files
@@ -35,13 +39,16 @@ import json
 import os
 import selectors
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from seqpar.errors import SeqparError
 
@@ -81,7 +88,7 @@ class Execution:
 
     exit_code: int | None
     signal: int | None
-    timed_out: bool
+    timed_out: bool  # wall-clock timeout or CPU-time limit
     stdout: str
     stderr: str
     output_truncated: bool
@@ -92,50 +99,81 @@ class Execution:
         return self.exit_code == 0 and not self.timed_out and not self.output_truncated
 
 
+class Server:
+    """The long-lived sandbox server process (one per seqpar process, started on first use)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.process: subprocess.Popen | None = None
+        self.channel: socket.socket | None = None
+
+    def start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.process = subprocess.Popen(
+            [sys.executable, "-I", str(LAUNCHER), str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            # A fixed hash seed makes set/dict order, and so program output, reproducible.
+            env={
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "LANG": "C.UTF-8",
+                "PYTHONHASHSEED": "0",
+            },
+        )
+        theirs.close()
+        self.channel = ours
+
+    def submit(self, config: dict, fds: list[int]) -> None:
+        """Hand a job and its stdout, stderr and status pipe ends to the server."""
+        payload = json.dumps(config).encode()
+        with self.lock:
+            for attempt in (1, 2):
+                if self.process is None or self.process.poll() is not None:
+                    self.start()
+                assert self.channel is not None
+                try:
+                    socket.send_fds(self.channel, [len(payload).to_bytes(8, "big")], fds)
+                    self.channel.sendall(payload)
+                    return
+                except OSError:
+                    if attempt == 2:
+                        raise
+                    self.process = None  # the server died: start a new one and retry
+
+
+SERVER = Server()
+
+
 def run(code: str, stdin: str = "", limits: Limits | None = None) -> Execution:
     """Run `code` as a Python program inside the sandbox and return its outcome."""
     limits = limits or Limits()
     start = time.perf_counter()
-    status_read, status_write = os.pipe()
+    pipes = [os.pipe() for _ in range(3)]  # stdout, stderr, status
     config = {
-        **{
-            k: v
-            for k, v in asdict(limits).items()
-            if k in ("timeout_s", "cpu_s", "processes", "tmpfs_mb")
-        },
+        "timeout_s": limits.timeout_s,
+        "cpu_s": limits.cpu_s,
+        "processes": limits.processes,
+        "tmpfs_mb": limits.tmpfs_mb,
         "memory_bytes": limits.memory_mb << 20,
         "file_bytes": limits.file_mb << 20,
-        "status_fd": status_write,
         "code": code,
         "stdin": stdin,
     }
-    process = subprocess.Popen(
-        [sys.executable, "-I", str(LAUNCHER)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        pass_fds=(status_write,),
-        start_new_session=True,
-        # A fixed hash seed makes set/dict order, and so program output, reproducible.
-        env={
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "LANG": "C.UTF-8",
-            "PYTHONHASHSEED": "0",
-        },
-    )
-    os.close(status_write)
     try:
-        assert process.stdin is not None
-        process.stdin.write(json.dumps(config).encode())
-        process.stdin.close()
-        stdout, stderr, truncated = read_capped(process, limits)
-        process.wait()
-        status_bytes = read_all(status_read)
+        SERVER.submit(config, [w for _, w in pipes])
     finally:
-        os.close(status_read)
-        if process.poll() is None:
-            kill_group(process)
-    status = json.loads(status_bytes or b"{}")
+        for _, write in pipes:
+            os.close(write)
+    (stdout_fd, stderr_fd, status_fd) = (r for r, _ in pipes)
+    with (
+        open(stdout_fd, "rb", buffering=0) as out,
+        open(stderr_fd, "rb", buffering=0) as err,
+        open(status_fd, "rb", buffering=0) as status_pipe,
+    ):
+        stdout, stderr, truncated = read_capped(out, err, status_pipe, limits)
+        status_text = status_pipe.read().decode()
+    status = json.loads(status_text) if status_text else {}
     if "unavailable" in status:
         raise SandboxUnavailable(
             f"cannot isolate untrusted code here ({status['unavailable']}); the sandbox needs "
@@ -152,21 +190,23 @@ def run(code: str, stdin: str = "", limits: Limits | None = None) -> Execution:
     )
 
 
-def read_capped(process: subprocess.Popen, limits: Limits) -> tuple[bytes, bytes, bool]:
-    """Read stdout and stderr up to the cap; kill the program on overflow or backstop timeout."""
+def read_capped(out: Any, err: Any, status: Any, limits: Limits) -> tuple[bytes, bytes, bool]:
+    """Read stdout and stderr until both close; past the output cap or the backstop deadline,
+    kill the job's supervisor (its program dies with it). Returns them and whether cut."""
+    supervisor = int(status.readline() or 0)
     buffers = {"stdout": bytearray(), "stderr": bytearray()}
     selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ, "stdout")  # type: ignore[arg-type]
-    selector.register(process.stderr, selectors.EVENT_READ, "stderr")  # type: ignore[arg-type]
+    selector.register(out, selectors.EVENT_READ, "stdout")
+    selector.register(err, selectors.EVENT_READ, "stderr")
     deadline = time.monotonic() + limits.timeout_s + BACKSTOP_S
-    truncated = False
-    while selector.get_map():
+    truncated = expired = False
+    while selector.get_map() and not truncated:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            kill_group(process)
+            expired = True
             break
         for key, _ in selector.select(remaining):
-            chunk = os.read(key.fileobj.fileno(), 65536)  # type: ignore[union-attr]
+            chunk = key.fileobj.read(65536)  # type: ignore[union-attr]
             if not chunk:
                 selector.unregister(key.fileobj)
                 continue
@@ -175,24 +215,11 @@ def read_capped(process: subprocess.Popen, limits: Limits) -> tuple[bytes, bytes
             if len(buffer) > limits.output_bytes:
                 del buffer[limits.output_bytes :]
                 truncated = True
-        if truncated:
-            kill_group(process)
-            break
     selector.close()
+    if (truncated or expired) and supervisor:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(supervisor, signal.SIGKILL)
     return bytes(buffers["stdout"]), bytes(buffers["stderr"]), truncated
-
-
-def read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def kill_group(process: subprocess.Popen) -> None:
-    """Kill the launcher's process group; the program (PID 1 of its namespace) dies with it."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
 
 
 def run_many(jobs: Sequence[Job], workers: int | None = None) -> list[Execution]:

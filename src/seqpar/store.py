@@ -130,7 +130,7 @@ class RunStore:
                     f"{self.samples_path}:{number}: unreadable sample ({error})"
                 ) from error
         regrades = self.grades()
-        return [replace(s, **regrades[s.key]) if s.key in regrades else s for s in samples]
+        return [replace(s, **regrades[s.draw]) if s.draw in regrades else s for s in samples]
 
     def append(self, samples: Iterable[Sample]) -> None:
         """Append samples as whole lines, flushed to disk before returning."""
@@ -142,14 +142,20 @@ class RunStore:
             handle.flush()
             os.fsync(handle.fileno())
 
-    def grades(self) -> dict[tuple[str, int, int], dict[str, Any]]:
+    def grades(self) -> dict[tuple[str, int, int, int], dict[str, Any]]:
         """Re-graded fields by sample key, from grades.jsonl (empty when never re-graded)."""
         if not self.grades_path.is_file():
             return {}
         grades = {}
         for line in self.grades_path.read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
-            grades[(row.pop("problem_id"), row.pop("chain"), row.pop("round"))] = row
+            draw = (
+                row.pop("problem_id"),
+                row.pop("chain"),
+                row.pop("round"),
+                row.pop("attempt", 0),
+            )
+            grades[draw] = row
         return grades
 
     def write_grades(self, regraded: Iterable[Sample]) -> None:

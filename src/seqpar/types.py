@@ -99,7 +99,7 @@ class Sample:
     problem_id: str
     chain: int
     round: int
-    status: str  # "ok" | "skipped"
+    status: str  # "ok" | "skipped" | "rejected" (a duplicate, redrawn)
     text: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -116,11 +116,17 @@ class Sample:
     hidden_passed: int = 0
     hidden_total: int = 0
     feedback: str = ""
+    attempt: int = 0  # how many rejected draws for this slot came before
 
     @property
     def key(self) -> tuple[str, int, int]:
-        """Identity of the sample within its run."""
+        """The slot of the sample within its run (rejected draws share their slot)."""
         return (self.problem_id, self.chain, self.round)
+
+    @property
+    def draw(self) -> tuple[str, int, int, int]:
+        """Identity of this very draw."""
+        return (*self.key, self.attempt)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

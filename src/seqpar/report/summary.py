@@ -25,6 +25,7 @@ class RunSummary:
     samples: int
     expected_samples: int
     skipped: int
+    rejected: int
     ks: list[int]
     accuracy: dict[str, list[float]]
     generated_tokens: int
@@ -66,7 +67,8 @@ def summarize(path: str) -> RunSummary:
     config = RunConfig.from_json(manifest["identity"]["config"])
     strategy = config.build_strategy()
     task = config.build_task(manifest.get("data_dir"))
-    samples = store.samples()
+    draws = store.samples()  # rejected draws included: they cost compute
+    samples = [s for s in draws if s.status != "rejected"]
     problem_ids = manifest["problem_ids"]
     grid = solutions_by_problem(
         samples, problem_ids, strategy.chains, strategy.rounds, task.equivalent
@@ -85,11 +87,12 @@ def summarize(path: str) -> RunSummary:
         samples=len(samples),
         expected_samples=len(problem_ids) * strategy.chains * strategy.rounds,
         skipped=sum(s.status == "skipped" for s in samples),
+        rejected=len(draws) - len(samples),
         ks=ks,
         accuracy={a: accuracy_curve(grid, a, ks, seed=config.seed) for a in aggregators},
-        generated_tokens=sum(s.completion_tokens for s in samples),
-        prompt_tokens=sum(s.prompt_tokens for s in samples if s.status == "ok"),
-        wall_time_s=sum(s.wall_time for s in samples),
+        generated_tokens=sum(s.completion_tokens for s in draws),
+        prompt_tokens=sum(s.prompt_tokens for s in draws if s.status != "skipped"),
+        wall_time_s=sum(s.wall_time for s in draws),
     )
 
 
@@ -111,7 +114,9 @@ def markdown(summaries: Sequence[RunSummary]) -> str:
             + f" · {s.model} · {s.task}, {s.problems} problems\n\n"
             + "\n".join([header, rule, *rows])
             + f"\n\ngenerated tokens {s.generated_tokens:,} · prompt tokens {s.prompt_tokens:,}"
-            f" · wall time {s.wall_time_s:.1f} s · skipped {s.skipped}{status}\n"
+            f" · wall time {s.wall_time_s:.1f} s · skipped {s.skipped}"
+            + (f" · rejected duplicates {s.rejected} (their tokens included)" if s.rejected else "")
+            + f"{status}\n"
         )
     if len(summaries) > 1:
         shown = [a for a in AGGREGATORS if all(a in s.accuracy for s in summaries)]

@@ -17,6 +17,7 @@ class Task(Protocol):
 
     name: str
     feedback_levels: tuple[str, ...]
+    answer_kind: str  # "answer" (a final answer) or "behaviour" (outputs on public inputs)
 
     def load(self) -> list[Problem]: ...
 

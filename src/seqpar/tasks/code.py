@@ -142,6 +142,7 @@ class CodeTask:
 
     name: str
     feedback_levels = FEEDBACK_LEVELS
+    answer_kind = "behaviour"
     limits = Limits(timeout_s=10, cpu_s=10)
 
     def spec(self, problem: Problem) -> CodeSpec:

@@ -130,6 +130,7 @@ class MathTask:
     """A math benchmark: problems with reference answers; answers extracted and compared."""
 
     feedback_levels = ("none", "binary")
+    answer_kind = "answer"
 
     def __init__(self, source: MathSource, data_dir: str | Path | None = None) -> None:
         self.source = source

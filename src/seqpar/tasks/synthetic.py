@@ -77,6 +77,7 @@ class ArithTask:
 
     name = "arith"
     feedback_levels = ("none", "binary")
+    answer_kind = "answer"
 
     def __init__(self, difficulty: int = 2, count: int = 100, seed: int = 0) -> None:
         if difficulty < 1 or count < 1:

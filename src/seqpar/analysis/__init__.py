@@ -1,0 +1,1 @@
+"""Analyses over stored records (embeddings, diversity, statistics); no generation here."""

@@ -240,3 +240,55 @@ def test_feedback_level_must_suit_the_task(tmp_path):
     )
     assert result.returncode == 2
     assert "does not support --feedback hidden; it supports: none, binary" in result.stderr
+
+
+def test_padded_parallel_matches_sequential_lengths_and_hybrid_runs(
+    tmp_path, data_dir, small_engine
+):
+    base = {"model": TEST_MODEL, "task": "gsm8k", "n": 3, "limit": 3, "max_tokens": 48}
+    execute(
+        RunConfig(**base, strategy="sequential"),
+        tmp_path / "seq",
+        data_dir=data_dir,
+        engine=small_engine,
+    )
+    padded = execute(
+        RunConfig(**base, strategy="padded-parallel", match=str(tmp_path / "seq")),
+        tmp_path / "pad",
+        data_dir=data_dir,
+        engine=small_engine,
+    )
+    reference = {s.key: s.prompt_tokens for s in RunStore(tmp_path / "seq").samples()}
+    for sample in padded.samples():
+        assert sample.target_prompt_tokens == reference[sample.key]
+        assert (
+            abs(sample.prompt_tokens - sample.target_prompt_tokens)
+            <= 0.05 * sample.target_prompt_tokens
+        )
+    scaled = execute(
+        RunConfig(
+            **base,
+            strategy="padded-parallel",
+            match=str(tmp_path / "seq"),
+            pad_scale=2,
+            filler="neutral",
+        ),
+        tmp_path / "pad2",
+        data_dir=data_dir,
+        engine=small_engine,
+    )
+    for sample in scaled.samples():
+        if sample.round > 1:
+            assert sample.prompt_tokens > reference[sample.key]
+    hybrid = execute(
+        RunConfig(**base, strategy="hybrid", hybrid_k=1),
+        tmp_path / "hyb",
+        data_dir=data_dir,
+        engine=small_engine,
+    )
+    slots = sorted(
+        (s.chain, s.round) for s in hybrid.samples() if s.problem_id == "gsm8k-test-0000"
+    )
+    assert slots == [(0, 1), (0, 2), (1, 2), (2, 2)]
+    summary = summarize(str(tmp_path / "hyb"))
+    assert summary.complete and summary.expected_samples == 12

@@ -31,7 +31,7 @@ def test_bootstrap_interval_brackets_the_mean():
     scores = np.array([1, 0, 1, 1, 0, 1, 0, 1, 1, 1], dtype=float)
     interval = bootstrap_ci(scores, seed=1)
     assert interval.mean == pytest.approx(0.7)
-    assert interval.low < 0.7 < interval.high and 0.3 <= interval.low and interval.high <= 1.0
+    assert interval.low < 0.7 < interval.high and interval.low >= 0.3 and interval.high <= 1.0
     constant = bootstrap_ci(np.ones(5))
     assert (constant.low, constant.high) == (1.0, 1.0)
     two_d = bootstrap_ci(np.array([[1.0, 0.0], [1.0, 1.0]]))

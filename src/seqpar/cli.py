@@ -68,6 +68,29 @@ def add_run_options(parser: argparse.ArgumentParser, *, demo: bool = False) -> N
         help="what the environment tells the next round (code: all; math: none, binary)",
     )
     template.add_argument(
+        "--match",
+        default=None,
+        help="padded-parallel: the sequential run whose prompt lengths to match",
+    )
+    template.add_argument(
+        "--pad-scale",
+        type=float,
+        default=1.0,
+        help="padded-parallel: filler length × this (default 1)",
+    )
+    template.add_argument(
+        "--filler",
+        default="other",
+        choices=["other", "neutral"],
+        help="padded-parallel: other problems' solutions, or neutral prose",
+    )
+    template.add_argument(
+        "--hybrid-k",
+        type=int,
+        default=1,
+        help="hybrid: sequential rounds before the --n parallel samples",
+    )
+    template.add_argument(
         "--reject",
         default="none",
         choices=["none", "answer", "behaviour", "embedding"],
@@ -124,6 +147,10 @@ def run_config(args: argparse.Namespace, **overrides: Any) -> Any:
         "seed": args.seed,
         "template": SequentialTemplate(args.history, args.instruction, args.layout),
         "feedback": args.feedback,
+        "match": str(Path(args.match).resolve()) if args.match else None,
+        "pad_scale": args.pad_scale,
+        "filler": args.filler,
+        "hybrid_k": args.hybrid_k,
         "reject": args.reject,
         "max_retries": args.max_retries,
         "reject_threshold": args.reject_threshold,
@@ -228,7 +255,10 @@ def parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="generate and grade one run into a run directory")
     run.add_argument("--task", default="arith", help="see `seqpar tasks` (default: arith)")
     run.add_argument(
-        "--strategy", default="parallel", help="parallel or sequential (default: parallel)"
+        "--strategy",
+        default="parallel",
+        help="parallel, sequential, padded-parallel (--match) or hybrid (--hybrid-k) "
+        "(default: parallel)",
     )
     run.add_argument("--limit", type=int, default=None, help="use only the first K problems")
     run.add_argument(

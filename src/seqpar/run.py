@@ -12,7 +12,7 @@ import platform
 import subprocess
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -24,9 +24,12 @@ from seqpar.engines.models import DEFAULT_MODEL
 from seqpar.errors import SeqparError
 from seqpar.sampling import SamplingParams
 from seqpar.store import RunStore
-from seqpar.strategies import Strategy, get_strategy
+from seqpar.strategies import Strategy, check_strategy
+from seqpar.strategies.hybrid import HybridStrategy
 from seqpar.strategies.novelty import Novelty
-from seqpar.strategies.sequential import SequentialTemplate
+from seqpar.strategies.padded import PaddedParallelStrategy, filler_sources
+from seqpar.strategies.parallel import ParallelStrategy
+from seqpar.strategies.sequential import SequentialStrategy, SequentialTemplate
 from seqpar.tasks import Task, get_task, select
 from seqpar.types import Attempt, Completion, Grade, Message, Problem, Request, Sample
 
@@ -51,6 +54,10 @@ class RunConfig:
     seed: int = 0
     template: SequentialTemplate = field(default_factory=SequentialTemplate)
     feedback: str = "none"
+    match: str | None = None
+    pad_scale: float = 1.0
+    filler: str = "other"
+    hybrid_k: int = 1
     reject: str = "none"
     max_retries: int = 2
     reject_threshold: float = 0.9
@@ -73,8 +80,17 @@ class RunConfig:
             seed=self.seed,
         )
 
-    def build_strategy(self) -> Strategy:
-        return get_strategy(self.strategy, self.n, chains=self.chains, template=self.template)
+    def build_strategy(self, engine: Engine | None = None) -> Strategy:
+        """The strategy; padded-parallel reads its reference run and needs the engine's
+        tokenizer to size its filler."""
+        check_strategy(self.strategy)
+        if self.strategy == "parallel":
+            return ParallelStrategy(self.n)
+        if self.strategy == "sequential":
+            return SequentialStrategy(self.n, self.template, self.chains)
+        if self.strategy == "hybrid":
+            return HybridStrategy(self.hybrid_k, self.n, self.template)
+        return padded_strategy(self, engine)
 
     def build_task(self, data_dir: str | Path | None = None) -> Task:
         task = get_task(self.task, data_dir=data_dir, **self.task_options)
@@ -113,6 +129,45 @@ class RunConfig:
         return cls(**values)
 
 
+def unmeasured(messages: Sequence[Message]) -> int:
+    raise SeqparError("padded-parallel needs a loaded engine to measure its prompts")
+
+
+def padded_strategy(config: RunConfig, engine: Engine | None) -> PaddedParallelStrategy:
+    """Padded parallel sized after the sequential run `config.match` on the same problems;
+    without an engine, only its shape (for reports)."""
+    if engine is None:
+        return PaddedParallelStrategy(config.n, config.template, {}, {}, unmeasured)
+    if not config.match:
+        raise SeqparError("--strategy padded-parallel needs --match RUN (a sequential run)")
+    reference = RunStore(config.match)
+    manifest = reference.manifest()
+    ref_config = manifest["identity"]["config"]
+    if ref_config["strategy"] != "sequential" or ref_config["task"] != config.task:
+        raise SeqparError(
+            f"--match {config.match} must be a sequential run of task {config.task!r}; it is a "
+            f"{ref_config['strategy']} run of {ref_config['task']!r}"
+        )
+    if config.n > ref_config["n"]:
+        raise SeqparError(f"--n {config.n} exceeds the {ref_config['n']} rounds of --match")
+    lengths: dict[str, list[int]] = {}
+    texts: dict[str, list[str]] = {}
+    for sample in reference.samples():
+        if sample.chain == 0 and sample.status != "rejected":
+            lengths.setdefault(sample.problem_id, [0] * ref_config["n"])[sample.round - 1] = (
+                sample.prompt_tokens
+            )
+        if sample.status == "ok":
+            texts.setdefault(sample.problem_id, []).append(config.template.shown(sample.text))
+    incomplete = [p for p, ls in lengths.items() if 0 in ls[: config.n]]
+    if incomplete or not lengths:
+        raise SeqparError(f"--match {config.match} is incomplete; finish that run first")
+    sources = filler_sources(list(lengths), texts, config.filler, config.seed)
+    return PaddedParallelStrategy(
+        config.n, config.template, lengths, sources, engine.count_prompt_tokens, config.pad_scale
+    )
+
+
 def package_versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {"python": platform.python_version()}
     for name in VERSIONED:
@@ -149,7 +204,7 @@ def execute(
 ) -> RunStore:
     """Run (or resume) `config` into the directory `out`; returns its store."""
     task = config.build_task(data_dir)
-    strategy = config.build_strategy()
+    check_strategy(config.strategy)
     problems = select(task.load(), config.limit)
     novelty = config.build_novelty(task)
     sampling = config.sampling()
@@ -161,6 +216,7 @@ def execute(
     described = engine.describe()
     identity["model_sha256"] = described["model_sha256"]
     store.check_compatible(identity)
+    strategy = config.build_strategy(engine)
     store.create(
         {
             "identity": identity,
@@ -218,13 +274,14 @@ class Generation:
         slots = []
         for problem in problems:
             for chain in range(self.strategy.chains):
-                if (problem.id, chain, round_) in self.stored:
+                reads = self.strategy.history(chain, round_)
+                if reads is None or (problem.id, chain, round_) in self.stored:
                     continue
-                history = [self.stored.get((problem.id, chain, r)) for r in range(1, round_)]
+                history = [self.stored.get((problem.id, c, r)) for c, r in reads]
                 if any(h is None or h.status != "ok" for h in history):
                     continue  # the chain ended at a skipped round
                 previous = [Attempt(h.text, h.feedback) for h in history if h is not None]
-                messages = self.strategy.messages(prompts[problem.id], previous)
+                messages = self.strategy.messages(problem, prompts[problem.id], previous, round_)
                 slots.append((problem, chain, messages))
         return slots
 
@@ -281,6 +338,7 @@ class Generation:
             record(problem, chain, round_, completion, grade),
             feedback=self.task.feedback(problem, grade, self.feedback),
             attempt=self.attempts[key],
+            target_prompt_tokens=self.strategy.target_tokens(problem, round_),
         )
         novelty = self.novelty
         if (

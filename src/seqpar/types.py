@@ -117,6 +117,7 @@ class Sample:
     hidden_total: int = 0
     feedback: str = ""
     attempt: int = 0  # how many rejected draws for this slot came before
+    target_prompt_tokens: int | None = None  # padded-parallel: the length it was built to match
 
     @property
     def key(self) -> tuple[str, int, int]:

@@ -37,8 +37,9 @@ def bootstrap_ci(
     cols = rng.integers(0, seeds, size=(resamples, seeds))
     means = np.array([values[np.ix_(r, c)].mean() for r, c in zip(rows, cols, strict=True)])
     alpha = (1 - confidence) / 2
-    return Interval(float(values.mean()), float(np.quantile(means, alpha)),
-                    float(np.quantile(means, 1 - alpha)))
+    return Interval(
+        float(values.mean()), float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+    )
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 from seqpar.aggregate import AGGREGATORS, Solution, accuracy_curve, answer_classes, budgets
 from seqpar.run import RunConfig
 from seqpar.store import RunStore
+from seqpar.strategies import Strategy
 from seqpar.types import Sample
 
 
@@ -41,23 +42,36 @@ class RunSummary:
 
 
 def solutions_by_problem(
-    samples: Sequence[Sample], problem_ids: Sequence[str], chains: int, rounds: int, task_equivalent
+    samples: Sequence[Sample],
+    problem_ids: Sequence[str],
+    strategy: Strategy,
+    equivalent: Callable[[str, str], bool],
 ) -> list[list[list[Solution]]]:
-    """problem → chain → round grid of Solutions; missing or skipped rounds have no answer."""
+    """problem → chain → round grid of the scored slots; missing or skipped ones have no
+    answer. A strategy with a scored round contributes that round only, as parallel samples."""
     by_key = {s.key: s for s in samples}
+    rounds = [strategy.scored_round] if strategy.scored_round else range(1, strategy.rounds + 1)
     grid = []
     for problem_id in problem_ids:
-        cells = [
-            [by_key.get((problem_id, c, r)) for r in range(1, rounds + 1)] for c in range(chains)
-        ]
+        cells = [[by_key.get((problem_id, c, r)) for r in rounds] for c in range(strategy.chains)]
         flat = [cell for chain in cells for cell in chain]
-        classes = answer_classes([s.answer if s else None for s in flat], task_equivalent)
+        classes = answer_classes([s.answer if s else None for s in flat], equivalent)
         solutions = [
             Solution(cls, bool(s and s.correct), s.score if s else None)
             for s, cls in zip(flat, classes, strict=True)
         ]
-        grid.append([solutions[c * rounds : (c + 1) * rounds] for c in range(chains)])
+        width = len(rounds)
+        grid.append([solutions[c * width : (c + 1) * width] for c in range(strategy.chains)])
     return grid
+
+
+def expected_slots(strategy: Strategy) -> int:
+    """Slots one problem gets (hybrid shares its sequential prefix among chains)."""
+    return sum(
+        strategy.history(c, r) is not None
+        for c in range(strategy.chains)
+        for r in range(1, strategy.rounds + 1)
+    )
 
 
 def summarize(path: str) -> RunSummary:
@@ -70,9 +84,7 @@ def summarize(path: str) -> RunSummary:
     draws = store.samples()  # rejected draws included: they cost compute
     samples = [s for s in draws if s.status != "rejected"]
     problem_ids = manifest["problem_ids"]
-    grid = solutions_by_problem(
-        samples, problem_ids, strategy.chains, strategy.rounds, task.equivalent
-    )
+    grid = solutions_by_problem(samples, problem_ids, strategy, task.equivalent)
     ks = budgets(config.n)
     verified = any(s.score is not None for s in samples)
     aggregators = [a for a in AGGREGATORS if verified or a != "best-of-n"]
@@ -85,7 +97,7 @@ def summarize(path: str) -> RunSummary:
         chains=strategy.chains,
         problems=len(problem_ids),
         samples=len(samples),
-        expected_samples=len(problem_ids) * strategy.chains * strategy.rounds,
+        expected_samples=len(problem_ids) * expected_slots(strategy),
         skipped=sum(s.status == "skipped" for s in samples),
         rejected=len(draws) - len(samples),
         ks=ks,

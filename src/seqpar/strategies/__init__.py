@@ -1,4 +1,4 @@
-"""Strategies build prompts and say how many chains and rounds a problem gets; never grade."""
+"""Strategies build prompts and say which (chain, round) slots a problem gets; never grade."""
 
 from __future__ import annotations
 
@@ -6,30 +6,44 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from seqpar.errors import unknown
-from seqpar.strategies.sequential import SequentialStrategy, SequentialTemplate
-from seqpar.types import Attempt, Message
+from seqpar.types import Attempt, Message, Problem
 
-STRATEGIES = ("parallel", "sequential")
+STRATEGIES = ("parallel", "sequential", "padded-parallel", "hybrid")
 
 
 class Strategy(Protocol):
-    """Round r of every chain is built from the task prompt and the chain's earlier texts."""
+    """Round r of a chain is built from the task prompt and the attempts it reads."""
 
     name: str
     chains: int
     rounds: int
+    scored_round: int | None  # when set, only this round's samples are scored, as parallel ones
 
-    def messages(self, prompt: str, previous: Sequence[Attempt]) -> tuple[Message, ...]: ...
+    def history(self, chain: int, round_: int) -> list[tuple[int, int]] | None:
+        """The (chain, round) slots whose attempts this slot reads; None if the slot is unused."""
+        ...
+
+    def messages(
+        self, problem: Problem, prompt: str, previous: Sequence[Attempt], round_: int
+    ) -> tuple[Message, ...]: ...
+
+    def target_tokens(self, problem: Problem, round_: int) -> int | None:
+        """The prompt length this slot is built to reach (padded-parallel), else None."""
+        ...
 
 
-def get_strategy(
-    name: str, n: int, *, chains: int = 1, template: SequentialTemplate | None = None
-) -> Strategy:
-    """`parallel`: n chains of one round; `sequential`: `chains` chains of n rounds."""
-    from seqpar.strategies.parallel import ParallelStrategy
+class Chained:
+    """Defaults: every slot is used and reads its own chain's earlier rounds; no targets."""
 
-    if name == "parallel":
-        return ParallelStrategy(n)
-    if name == "sequential":
-        return SequentialStrategy(n, template or SequentialTemplate(), chains)
-    raise unknown("strategy", name, STRATEGIES)
+    scored_round: int | None = None
+
+    def history(self, chain: int, round_: int) -> list[tuple[int, int]] | None:
+        return [(chain, r) for r in range(1, round_)]
+
+    def target_tokens(self, problem: Problem, round_: int) -> int | None:
+        return None
+
+
+def check_strategy(name: str) -> None:
+    if name not in STRATEGIES:
+        raise unknown("strategy", name, STRATEGIES)

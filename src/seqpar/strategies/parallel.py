@@ -6,11 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from seqpar.errors import SeqparError
-from seqpar.types import Attempt, Message
+from seqpar.strategies import Chained
+from seqpar.types import Attempt, Message, Problem
 
 
 @dataclass(frozen=True)
-class ParallelStrategy:
+class ParallelStrategy(Chained):
     """N chains of one round each; the runner asks for all N in one request (n=N)."""
 
     n: int
@@ -25,5 +26,7 @@ class ParallelStrategy:
     def chains(self) -> int:
         return self.n
 
-    def messages(self, prompt: str, previous: Sequence[Attempt]) -> tuple[Message, ...]:
+    def messages(
+        self, problem: Problem, prompt: str, previous: Sequence[Attempt], round_: int
+    ) -> tuple[Message, ...]:
         return (Message("user", prompt),)

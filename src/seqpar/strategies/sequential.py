@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from seqpar.errors import SeqparError, unknown
+from seqpar.strategies import Chained
 from seqpar.tasks.extract import split_reasoning
-from seqpar.types import Attempt, Message
+from seqpar.types import Attempt, Message, Problem
 
 INSTRUCTIONS = {
     "again": "Solve the problem again from the beginning.",
@@ -69,7 +70,7 @@ class SequentialTemplate:
 
 
 @dataclass(frozen=True)
-class SequentialStrategy:
+class SequentialStrategy(Chained):
     """`chains` chains of `n` rounds each."""
 
     n: int
@@ -85,5 +86,7 @@ class SequentialStrategy:
     def rounds(self) -> int:
         return self.n
 
-    def messages(self, prompt: str, previous: Sequence[Attempt]) -> tuple[Message, ...]:
+    def messages(
+        self, problem: Problem, prompt: str, previous: Sequence[Attempt], round_: int
+    ) -> tuple[Message, ...]:
         return self.template.messages(prompt, previous)

@@ -67,7 +67,8 @@ def test_prompt_over_context_is_skipped_and_run_goes_on(tmp_path, data_dir, smal
 
     cfg = config(strategy="sequential", limit=1, max_tokens=32)
     task = get_task("gsm8k", data_dir=data_dir)
-    first = cfg.build_strategy().messages(task.prompt(task.load()[0]), [])
+    problem = task.load()[0]
+    first = cfg.build_strategy().messages(problem, task.prompt(problem), [], 1)
     small_engine.max_context = small_engine.count_prompt_tokens(first) + 33
     try:
         store = execute(cfg, tmp_path, data_dir=data_dir, engine=small_engine)

@@ -184,6 +184,24 @@ def budgets(n: int) -> list[int]:
     return ks if ks[-1] == n else [*ks, n]
 
 
+def score_matrix(
+    problems: Sequence[Sequence[Sequence[Solution]]],
+    aggregator: str,
+    ks: Sequence[int],
+    *,
+    ties: Ties = "expected",
+    seed: int = 0,
+) -> np.ndarray:
+    """Per-problem scores at each budget: an array of shape (problems, len(ks))."""
+    rng = random.Random(seed)
+    return np.array(
+        [
+            [problem_score(chains, k, aggregator, ties=ties, rng=rng) for k in ks]
+            for chains in problems
+        ]
+    ).reshape(len(problems), len(ks))
+
+
 def accuracy_curve(
     problems: Sequence[Sequence[Sequence[Solution]]],
     aggregator: str,
@@ -193,9 +211,4 @@ def accuracy_curve(
     seed: int = 0,
 ) -> list[float]:
     """Mean accuracy over problems at each budget k."""
-    rng = random.Random(seed)
-    return [
-        sum(problem_score(chains, k, aggregator, ties=ties, rng=rng) for chains in problems)
-        / len(problems)
-        for k in ks
-    ]
+    return score_matrix(problems, aggregator, ks, ties=ties, seed=seed).mean(axis=0).tolist()

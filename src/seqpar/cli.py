@@ -197,6 +197,21 @@ def command_demo(args: argparse.Namespace) -> None:
     print(markdown([summarize(p) for p in paths]))
 
 
+def command_study(args: argparse.Namespace) -> None:
+    from seqpar.study import run_study
+
+    config = run_config(args, strategy="parallel")
+    report = run_study(
+        config,
+        args.out,
+        data_dir=args.data_dir,
+        engine_options=engine_options(args),
+        dry_run=args.dry_run,
+    )
+    if report is not None:
+        print(f"report: {report} (and report.md beside it)")
+
+
 def command_grade(args: argparse.Namespace) -> None:
     from seqpar.run import regrade
     from seqpar.store import RunStore
@@ -210,6 +225,10 @@ def command_report(args: argparse.Namespace) -> None:
     from seqpar.report.summary import markdown, summarize
 
     summaries = [summarize(path) for path in args.runs]
+    if args.figure:
+        from seqpar.report.study import comparison_figure
+
+        Path(args.figure).write_bytes(comparison_figure(args.runs).png)
     if args.json:
         print(json.dumps([s.to_json() for s in summaries], indent=2))
     else:
@@ -282,6 +301,20 @@ def parser() -> argparse.ArgumentParser:
     add_run_options(demo, demo=True)
     demo.set_defaults(handler=command_demo)
 
+    study = commands.add_parser(
+        "study", help="every hypothesis experiment for one model and task, one report"
+    )
+    study.add_argument("--task", default="arith", help="see `seqpar tasks` (default: arith)")
+    study.add_argument("--limit", type=int, default=None, help="use only the first K problems")
+    study.add_argument("--out", required=True, help="study directory (re-run to resume)")
+    study.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan and a time estimate from a quick measurement",
+    )
+    add_run_options(study)
+    study.set_defaults(handler=command_study)
+
     grade = commands.add_parser("grade", help="re-grade stored samples (generations untouched)")
     grade.add_argument("runs", nargs="+", metavar="RUN")
     grade.add_argument(
@@ -293,6 +326,12 @@ def parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="accuracy per aggregator and k, tokens, time")
     report.add_argument("runs", nargs="+", metavar="RUN")
     report.add_argument("--json", action="store_true", help="machine-readable output")
+    report.add_argument(
+        "--figure",
+        default=None,
+        metavar="PNG",
+        help="also draw accuracy vs N of every run (majority) into this file",
+    )
     report.set_defaults(handler=command_report)
 
     commands.add_parser("models", help="bundled models and the conversion cache").set_defaults(

@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
-from seqpar.aggregate import AGGREGATORS, Solution, accuracy_curve, answer_classes, budgets
+import numpy as np
+
+from seqpar.aggregate import AGGREGATORS, Solution, answer_classes, budgets, score_matrix
 from seqpar.run import RunConfig
 from seqpar.store import RunStore
 from seqpar.strategies import Strategy
+from seqpar.tasks import Task
 from seqpar.types import Sample
 
 
@@ -74,17 +77,65 @@ def expected_slots(strategy: Strategy) -> int:
     )
 
 
-def summarize(path: str) -> RunSummary:
-    """Recompute every number of the report from the run's stored samples."""
+@dataclass(frozen=True)
+class RunData:
+    """A run directory loaded for analysis: its configuration, draws and scored grid."""
+
+    path: str
+    config: RunConfig
+    strategy: Strategy
+    task: Task
+    manifest: dict
+    draws: list[Sample]  # every stored line, rejected draws included
+    samples: list[Sample]  # accepted and skipped slots
+    problem_ids: list[str]
+    grid: list[list[list[Solution]]]
+
+    def scores(self, aggregator: str, ks: Sequence[int]) -> np.ndarray:
+        """Per-problem scores at each budget: (problems, len(ks))."""
+        return score_matrix(self.grid, aggregator, ks, seed=self.config.seed)
+
+    def tokens(self, ks: Sequence[int], field: str = "completion_tokens") -> np.ndarray:
+        """Mean tokens per problem spent to reach each budget k (rejected draws included):
+        k samples for parallel, the first k rounds for sequential, the shared prefix plus
+        k samples for hybrid."""
+        spent: dict[tuple[str, int, int], int] = {}
+        for draw in self.draws:
+            if draw.status != "skipped":
+                spent[draw.key] = spent.get(draw.key, 0) + getattr(draw, field)
+        strategy, rows = self.strategy, []
+        for pid in self.problem_ids:
+            chains = [
+                [spent.get((pid, c, r), 0) for r in range(1, strategy.rounds + 1)]
+                for c in range(strategy.chains)
+            ]
+            if strategy.scored_round or strategy.rounds == 1:
+                last = strategy.rounds - 1
+                prefix = sum(chains[0][:last])
+                mean = sum(chain[last] for chain in chains) / len(chains)
+                rows.append([prefix + k * mean for k in ks])
+            else:
+                rows.append([sum(sum(chain[:k]) for chain in chains) / len(chains) for k in ks])
+        return np.array(rows, dtype=float).reshape(len(self.problem_ids), len(ks))
+
+
+def load_run(path: str) -> RunData:
     store = RunStore(path)
     manifest = store.manifest()
     config = RunConfig.from_json(manifest["identity"]["config"])
     strategy = config.build_strategy()
     task = config.build_task(manifest.get("data_dir"))
-    draws = store.samples()  # rejected draws included: they cost compute
+    draws = store.samples()
     samples = [s for s in draws if s.status != "rejected"]
     problem_ids = manifest["problem_ids"]
     grid = solutions_by_problem(samples, problem_ids, strategy, task.equivalent)
+    return RunData(path, config, strategy, task, manifest, draws, samples, problem_ids, grid)
+
+
+def summarize(path: str) -> RunSummary:
+    """Recompute every number of the report from the run's stored samples."""
+    run = load_run(path)
+    samples, draws, config = run.samples, run.draws, run.config
     ks = budgets(config.n)
     verified = any(s.score is not None for s in samples)
     aggregators = [a for a in AGGREGATORS if verified or a != "best-of-n"]
@@ -94,14 +145,14 @@ def summarize(path: str) -> RunSummary:
         task=config.task,
         strategy=config.strategy,
         n=config.n,
-        chains=strategy.chains,
-        problems=len(problem_ids),
+        chains=run.strategy.chains,
+        problems=len(run.problem_ids),
         samples=len(samples),
-        expected_samples=len(problem_ids) * expected_slots(strategy),
+        expected_samples=len(run.problem_ids) * expected_slots(run.strategy),
         skipped=sum(s.status == "skipped" for s in samples),
         rejected=len(draws) - len(samples),
         ks=ks,
-        accuracy={a: accuracy_curve(grid, a, ks, seed=config.seed) for a in aggregators},
+        accuracy={a: run.scores(a, ks).mean(axis=0).tolist() for a in aggregators},
         generated_tokens=sum(s.completion_tokens for s in draws),
         prompt_tokens=sum(s.prompt_tokens for s in draws if s.status != "skipped"),
         wall_time_s=sum(s.wall_time for s in draws),

@@ -1,0 +1,126 @@
+"""`seqpar study`: every experiment of the paper for one model and task, then one report.
+
+The plan (all runs share the model, task, problems, N and sampling settings):
+
+- `parallel` and `sequential` (hypothesis 1: the same aggregators on both);
+- `padded-parallel`, filler matched to the sequential run's prompt lengths (hypothesis 2);
+- `hybrid-k1` and `hybrid-k{N/2}`: k sequential rounds, then N samples from that context
+  (hypothesis 3, with the embedding diversity of parallel vs sequential);
+- for code tasks, sequential with each feedback level and both strategies with rejection
+  of repeated behaviour (the remedies).
+
+Each run is an ordinary run directory under the study directory, so the study resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from seqpar.engines import Engine, load_engine
+from seqpar.errors import SeqparError
+from seqpar.run import RunConfig, execute
+from seqpar.store import write_atomic
+from seqpar.tasks import select
+
+PLAN_FILE = "study.json"
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    name: str
+    config: RunConfig
+    slots_per_problem: int  # generations per problem, before any rejected redraws
+
+
+def plan(base: RunConfig, out: Path, code_task: bool) -> list[PlannedRun]:
+    """The runs of a study of `base` under `out`."""
+    n = base.n
+    runs = [
+        PlannedRun("parallel", replace(base, strategy="parallel"), n),
+        PlannedRun("sequential", replace(base, strategy="sequential", chains=1), n),
+        PlannedRun(
+            "padded-parallel",
+            replace(base, strategy="padded-parallel", match=str((out / "sequential").resolve())),
+            n,
+        ),
+    ]
+    for k in sorted({1, n // 2} - {0}):
+        runs.append(PlannedRun(f"hybrid-k{k}", replace(base, strategy="hybrid", hybrid_k=k), k + n))
+    if code_task:
+        for level in ("binary", "public", "hidden"):
+            runs.append(
+                PlannedRun(
+                    f"sequential-feedback-{level}",
+                    replace(base, strategy="sequential", feedback=level),
+                    n,
+                )
+            )
+        for strategy in ("parallel", "sequential"):
+            runs.append(
+                PlannedRun(
+                    f"{strategy}-reject", replace(base, strategy=strategy, reject="behaviour"), n
+                )
+            )
+    return runs
+
+
+def measure_throughput(engine: Engine, base: RunConfig, data_dir: str | None) -> float:
+    """Generated tokens/s of a quick batched sample of the study's own prompts."""
+    from seqpar.sampling import SamplingParams
+    from seqpar.types import Message, Request
+
+    task = base.build_task(data_dir)
+    problems = select(task.load(), base.limit)[:8]
+    requests = [Request((Message("user", task.prompt(p)),), (i,)) for i, p in enumerate(problems)]
+    start = time.perf_counter()
+    params = SamplingParams(temperature=base.temperature, max_tokens=32)
+    tokens = sum(c.completion_tokens for _, cs in engine.generate(requests, params) for c in cs)
+    return tokens / (time.perf_counter() - start)
+
+
+def run_study(
+    base: RunConfig,
+    out: str | Path,
+    *,
+    data_dir: str | None = None,
+    engine_options: dict[str, Any] | None = None,
+    dry_run: bool = False,
+) -> Path | None:
+    """Run (or resume) every planned run, then write report.md and report.html.
+    With `dry_run`, print the plan and a time estimate instead."""
+    out = Path(out)
+    task = base.build_task(data_dir)
+    problems = len(select(task.load(), base.limit))
+    runs = plan(base, out, task.answer_kind == "behaviour")
+    engine = load_engine(base.engine, base.model, **(engine_options or {}))
+    if dry_run:
+        rate = measure_throughput(engine, base, data_dir)
+        total = sum(r.slots_per_problem for r in runs) * problems
+        print("| run | strategy | generations |\n|---|---|---:|")
+        for run in runs:
+            print(f"| {run.name} | {run.config.strategy} | {run.slots_per_problem * problems} |")
+        # Completions rarely use the whole budget; sequential rounds batch less: both
+        # effects roughly cancel, so the estimate assumes max_tokens at the measured rate.
+        estimate = total * base.max_tokens / rate
+        print(
+            f"\n{total} generations of up to {base.max_tokens} tokens at {rate:.0f} tokens/s "
+            f"(measured just now): about {estimate / 60:.0f} minutes, plus grading"
+        )
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"base": base.to_json(), "data_dir": data_dir, "runs": [r.name for r in runs]}
+    plan_path = out / PLAN_FILE
+    if plan_path.is_file() and json.loads(plan_path.read_text())["base"] != record["base"]:
+        raise SeqparError(f"{out} holds a study with other settings; use another --out")
+    write_atomic(plan_path, json.dumps(record, indent=2) + "\n")
+    for index, run in enumerate(runs, 1):
+        print(f"study: run {index}/{len(runs)}: {run.name}", file=sys.stderr)
+        execute(run.config, out / run.name, data_dir=data_dir, engine=engine)
+    from seqpar.report.study import write_study_report
+
+    return write_study_report(out, [r.name for r in runs])

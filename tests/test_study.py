@@ -1,0 +1,107 @@
+"""`seqpar study` end to end with the real bundled SmolLM2 (slow)."""
+
+import json
+import re
+from collections import defaultdict
+
+import pytest
+
+from .conftest import TEST_MODEL
+from .test_e2e import cli
+
+pytestmark = pytest.mark.slow
+TINY = [
+    "--model",
+    TEST_MODEL,
+    "--task",
+    "arith",
+    "--difficulty",
+    "1",
+    "--limit",
+    "3",
+    "--n",
+    "2",
+    "--max-tokens",
+    "40",
+    "--no-progress",
+]
+
+
+def table_row(markdown: str, name: str) -> list[str]:
+    line = next(line for line in markdown.splitlines() if line.startswith(f"| {name} |"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def mean_of(cell: str) -> float:
+    return float(cell.split()[0])
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study")
+    result = cli("study", *TINY, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_study_report_numbers_match_the_samples(study):
+    tmp_path = study
+    assert set(json.loads((tmp_path / "study.json").read_text())["runs"]) == {
+        "parallel",
+        "sequential",
+        "padded-parallel",
+        "hybrid-k1",
+    }
+    markdown = (tmp_path / "report.md").read_text()
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3 and "src='figures" not in html
+    for heading in ("H1 · Aggregation", "H2 · Context length", "H3 · Exploration", "Verdicts"):
+        assert heading in markdown
+    assert re.search(r"^H1 \(aggregation\) ", markdown, re.MULTILINE)
+    assert re.search(r"^H2 \(context length\) ", markdown, re.MULTILINE)
+
+    for run in ("parallel", "sequential"):
+        rows = [
+            json.loads(line) for line in (tmp_path / run / "samples.jsonl").read_text().splitlines()
+        ]
+        correct = defaultdict(list)
+        for row in rows:
+            correct[row["problem_id"]].append(row["correct"])
+        cells = table_row(
+            markdown, run
+        )  # run, last, majority, pass@k, gen tokens, prompt tokens, …
+        any_correct = sum(any(c) for c in correct.values()) / 3
+        assert mean_of(cells[3]) == pytest.approx(any_correct, abs=5e-4)
+        if run == "parallel":
+            assert mean_of(cells[1]) == pytest.approx(sum(r["correct"] for r in rows) / 6, abs=5e-4)
+        else:
+            last = [r["correct"] for r in rows if r["round"] == 2]
+            assert mean_of(cells[1]) == pytest.approx(sum(last) / 3, abs=5e-4)
+        generated = sum(r["completion_tokens"] for r in rows) / 3
+        assert float(cells[4]) == pytest.approx(generated, abs=0.5)
+
+    again = cli("study", *TINY, "--out", str(tmp_path))  # resumes: nothing new to generate
+    assert again.returncode == 0 and "samples to generate" not in again.stderr
+
+
+def test_study_dry_run_prints_the_plan(tmp_path):
+    result = cli("study", *TINY, "--dry-run", "--out", str(tmp_path / "plan"))
+    assert result.returncode == 0, result.stderr
+    assert "| padded-parallel | padded-parallel | 6 |" in result.stdout
+    assert "| hybrid-k1 | hybrid | 9 |" in result.stdout
+    assert re.search(r"27 generations of up to 40 tokens at \d+ tokens/s", result.stdout)
+    assert not (tmp_path / "plan").exists()
+
+
+def test_report_figure_compares_runs(tmp_path):
+    result = cli("study", *TINY, "--out", str(tmp_path / "s"))
+    assert result.returncode == 0
+    figure = tmp_path / "cmp.png"
+    report = cli(
+        "report",
+        str(tmp_path / "s" / "parallel"),
+        str(tmp_path / "s" / "sequential"),
+        "--figure",
+        str(figure),
+    )
+    assert report.returncode == 0 and figure.read_bytes().startswith(b"\x89PNG")

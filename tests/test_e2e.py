@@ -293,3 +293,63 @@ def test_padded_parallel_matches_sequential_lengths_and_hybrid_runs(
     assert slots == [(0, 1), (0, 2), (1, 2), (2, 2)]
     summary = summarize(str(tmp_path / "hyb"))
     assert summary.complete and summary.expected_samples == 12
+
+
+def test_interp_commands_and_ablated_generation(tmp_path, data_dir):
+    heads = cli(
+        "interp",
+        "heads",
+        "--model",
+        TEST_MODEL,
+        "--seeds",
+        "1",
+        "--lengths",
+        "24",
+        "--out",
+        str(tmp_path / "heads"),
+    )
+    assert heads.returncode == 0, heads.stderr
+    table = json.loads((tmp_path / "heads" / "heads.json").read_text())["heads"]
+    assert len(table) == 30 * 9 and table[0]["rank"] == 1
+    assert table[0]["prefix_matching"] >= table[-1]["prefix_matching"]
+    assert (tmp_path / "heads" / "heads_prefix_matching.png").read_bytes().startswith(b"\x89PNG")
+
+    common = [
+        "--model",
+        TEST_MODEL,
+        "--task",
+        "gsm8k",
+        "--data-dir",
+        str(data_dir),
+        "--n",
+        "2",
+        "--limit",
+        "2",
+        "--max-tokens",
+        "24",
+        "--temperature",
+        "0",
+        "--no-progress",
+    ]
+    for name, extra in (
+        ("plain", []),
+        (
+            "ablated",
+            ["--ablate-top-k", "3", "--heads-table", str(tmp_path / "heads" / "heads.json")],
+        ),
+    ):
+        result = cli(
+            "run", *common, "--strategy", "sequential", *extra, "--out", str(tmp_path / name)
+        )
+        assert result.returncode == 0, result.stderr
+    ablated = RunStore(tmp_path / "ablated")
+    top = [f"{row['layer']}.{row['head']}" for row in table[:3]]
+    assert ablated.manifest()["engine"]["ablated_heads"] == top
+    texts = lambda store: [s.text for s in store.samples()]  # noqa: E731
+    assert texts(ablated) != texts(RunStore(tmp_path / "plain"))
+
+    copy = cli("interp", "copy", str(tmp_path / "plain"), "--out", str(tmp_path / "copy"))
+    assert copy.returncode == 0, copy.stderr
+    summary = json.loads((tmp_path / "copy" / "copy.json").read_text())
+    assert summary["sequential"]["2"]["samples"] == 2
+    assert 0 <= summary["sequential"]["2"]["attention_to_previous"] <= 1

@@ -91,6 +91,28 @@ def add_run_options(parser: argparse.ArgumentParser, *, demo: bool = False) -> N
         help="hybrid: sequential rounds before the --n parallel samples",
     )
     template.add_argument(
+        "--ablate-heads",
+        default="",
+        help="switch off these heads while generating: LAYER.HEAD,… (hf engine)",
+    )
+    template.add_argument(
+        "--ablate-top-k",
+        type=int,
+        default=None,
+        help="switch off the top K heads of --heads-table instead",
+    )
+    template.add_argument(
+        "--heads-table",
+        default=None,
+        help="heads.json from `seqpar interp heads` (for --ablate-top-k)",
+    )
+    template.add_argument(
+        "--ablation",
+        default="zero",
+        choices=["zero", "mean"],
+        help="replace ablated head outputs with zero or their mean",
+    )
+    template.add_argument(
         "--reject",
         default="none",
         choices=["none", "answer", "behaviour", "embedding"],
@@ -151,6 +173,8 @@ def run_config(args: argparse.Namespace, **overrides: Any) -> Any:
         "pad_scale": args.pad_scale,
         "filler": args.filler,
         "hybrid_k": args.hybrid_k,
+        "ablate_heads": ablated_heads(args),
+        "ablation": args.ablation,
         "reject": args.reject,
         "max_retries": args.max_retries,
         "reject_threshold": args.reject_threshold,
@@ -162,6 +186,21 @@ def run_config(args: argparse.Namespace, **overrides: Any) -> Any:
             values[name] = getattr(args, name)
     values.update(overrides)
     return RunConfig(**values)
+
+
+def ablated_heads(args: argparse.Namespace) -> str:
+    """--ablate-heads as given, or the top K heads of --heads-table."""
+    if args.ablate_top_k is None:
+        return args.ablate_heads
+    if not args.heads_table:
+        raise SeqparError(
+            "--ablate-top-k needs --heads-table (a heads.json of `seqpar interp heads`)"
+        )
+    from seqpar.interp import top_heads
+
+    return ",".join(
+        f"{layer}.{head}" for layer, head in top_heads(args.heads_table, args.ablate_top_k)
+    )
 
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -210,6 +249,54 @@ def command_study(args: argparse.Namespace) -> None:
     )
     if report is not None:
         print(f"report: {report} (and report.md beside it)")
+
+
+def command_interp(args: argparse.Namespace) -> None:
+    from seqpar.engines.hf import HFEngine
+    from seqpar.interp import find_heads, measure_copying
+
+    if args.interp_command == "heads":
+        engine = HFEngine.load(args.model, device=args.device, progress=False)
+        lengths = tuple(int(x) for x in args.lengths.split(","))
+        rows = find_heads(
+            engine,
+            Path(args.out),
+            run=args.run,
+            lengths=lengths,
+            seeds=args.seeds,
+            limit=args.limit,
+        )
+        extra = [c for c in ("real_prompts",) if c in rows[0]]
+        print("| rank | layer.head | prefix matching |" + "".join(f" {c} |" for c in extra))
+        print("|---:|---|---:|" + "---:|" * len(extra))
+        for row in rows[: args.top]:
+            print(
+                f"| {row['rank']} | {row['layer']}.{row['head']} | {row['prefix_matching']:.3f} | "
+                + " | ".join(f"{row[c]:.3f}" for c in extra)
+                + " |"
+            )
+        print(f"\nwritten: {args.out}/heads.csv, heads.json, heads_*.png")
+        return
+    from seqpar.report.summary import load_run
+
+    model = load_run(args.run).config.model
+    engine = HFEngine.load(model, device=args.device, progress=False)
+    out = Path(args.out or Path(args.run) / "copy")
+    summary = measure_copying(
+        engine, args.run, out, control=args.control, padded=args.padded, limit=args.limit
+    )
+    print(
+        "| source | round | samples | copy rate n=4 | copy rate n=8 | attention to previous | "
+        "attention to problem |\n|---|---:|---:|---:|---:|---:|---:|"
+    )
+    for source, rounds in summary.items():
+        for round_, row in rounds.items():
+            print(
+                f"| {source} | {round_} | {row['samples']} | {row['copy_rate_4']:.3f} | "
+                f"{row['copy_rate_8']:.3f} | {row['attention_to_previous']:.3f} | "
+                f"{row['attention_to_problem']:.3f} |"
+            )
+    print(f"\nwritten: {out}/copy.json, copy_by_round.png, attention_to_previous_by_head.png")
 
 
 def command_grade(args: argparse.Namespace) -> None:
@@ -314,6 +401,27 @@ def parser() -> argparse.ArgumentParser:
     )
     add_run_options(study)
     study.set_defaults(handler=command_study)
+
+    interp = commands.add_parser("interp", help="induction heads and copying (hf engine)")
+    interp_commands = interp.add_subparsers(dest="interp_command", required=True, metavar="WHAT")
+    heads = interp_commands.add_parser("heads", help="rank every head by its induction score")
+    heads.add_argument("--model", default=DEFAULT_MODEL)
+    heads.add_argument("--run", default=None, help="also score real prompts of this sequential run")
+    heads.add_argument("--lengths", default="32,64", help="random sequence lengths (default 32,64)")
+    heads.add_argument("--seeds", type=int, default=3, help="random sequences per length")
+    heads.add_argument("--limit", type=int, default=8, help="--run: prompts to use (default 8)")
+    heads.add_argument("--top", type=int, default=10, help="rows to print (all are written)")
+    heads.add_argument("--device", default="auto")
+    heads.add_argument("--out", default="heads", help="output folder (default: heads)")
+    heads.set_defaults(handler=command_interp)
+    copy = interp_commands.add_parser("copy", help="attention and copying into previous solutions")
+    copy.add_argument("run", metavar="RUN", help="a sequential run")
+    copy.add_argument("--control", default=None, help="a parallel run of the same problems")
+    copy.add_argument("--padded", default=None, help="a padded-parallel run matched to RUN")
+    copy.add_argument("--limit", type=int, default=8, help="problems to analyse (default 8)")
+    copy.add_argument("--device", default="auto")
+    copy.add_argument("--out", default=None, help="output folder (default: RUN/copy)")
+    copy.set_defaults(handler=command_interp)
 
     grade = commands.add_parser("grade", help="re-grade stored samples (generations untouched)")
     grade.add_argument("runs", nargs="+", metavar="RUN")

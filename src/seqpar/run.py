@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from seqpar.analysis.ablation import parse_heads
 from seqpar.analysis.embeddings import DEFAULT_EMBEDDER
 from seqpar.engines import Engine, derive_seed, load_engine
 from seqpar.engines.models import DEFAULT_MODEL
@@ -58,6 +59,8 @@ class RunConfig:
     pad_scale: float = 1.0
     filler: str = "other"
     hybrid_k: int = 1
+    ablate_heads: str = ""  # "LAYER.HEAD,…": heads switched off during generation
+    ablation: str = "zero"  # "zero" or "mean"
     reject: str = "none"
     max_retries: int = 2
     reject_threshold: float = 0.9
@@ -213,6 +216,11 @@ def execute(
     store.check_compatible(identity)
     if engine is None:
         engine = load_engine(config.engine, config.model, **(engine_options or {}))
+    heads = parse_heads(config.ablate_heads)
+    if heads and not hasattr(engine, "ablate"):
+        raise SeqparError(f"engine {config.engine!r} cannot ablate heads; use --engine hf")
+    if hasattr(engine, "ablate"):
+        engine.ablate(heads, config.ablation)  # also clears an earlier run's ablation
     described = engine.describe()
     identity["model_sha256"] = described["model_sha256"]
     store.check_compatible(identity)

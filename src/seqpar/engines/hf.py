@@ -71,6 +71,9 @@ class HFEngine:
         self.max_batch = max_batch
         self.max_context = max_context
         self.progress = progress
+        self.ablation: Any = None
+        self.ablated: tuple[tuple[int, int], ...] = ()
+        self.ablation_mode = "zero"
         self.eos_ids = eos_token_ids(model, tokenizer)
         self.pad_id = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
@@ -96,6 +99,18 @@ class HFEngine:
         network.to(device).eval()
         return cls(network, tokenizer, local, **options)
 
+    def ablate(self, heads: Sequence[tuple[int, int]], mode: str = "zero") -> None:
+        """From now on, generate with these (layer, head) outputs zeroed or mean-replaced;
+        an empty list restores the plain model."""
+        from seqpar.analysis.ablation import HeadAblation
+
+        if self.ablation is not None:
+            self.ablation.remove()
+            self.ablation = None
+        if heads:
+            self.ablation = HeadAblation(self.model, heads, mode)
+        self.ablated, self.ablation_mode = tuple(heads), mode
+
     @property
     def context_length(self) -> int:
         native = int(getattr(self.model.config, "max_position_embeddings", None) or 2048)
@@ -117,6 +132,8 @@ class HFEngine:
             "context_length": self.context_length,
             "token_budget": self.token_budget,
             "max_batch": self.max_batch,
+            "ablated_heads": [f"{layer}.{head}" for layer, head in self.ablated],
+            "ablation": self.ablation_mode if self.ablated else None,
         }
 
     def render(self, messages: Sequence[Message]) -> str:

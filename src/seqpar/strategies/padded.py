@@ -45,7 +45,9 @@ class PaddedParallelStrategy(Chained):
     scale: float = 1.0
     name: str = "padded-parallel"
     chains: int = 1
-    cache: dict[tuple[str, int], tuple[Message, ...]] = field(default_factory=dict)
+    cache: dict[tuple[str, int], tuple[tuple[Message, ...], list[str]]] = field(
+        default_factory=dict
+    )
 
     @property
     def rounds(self) -> int:
@@ -61,33 +63,47 @@ class PaddedParallelStrategy(Chained):
     def messages(
         self, problem: Problem, prompt: str, previous: Sequence[Attempt], round_: int
     ) -> tuple[Message, ...]:
+        return self.padded(problem, prompt, round_)[0]
+
+    def fillers(self, problem: Problem, prompt: str, round_: int) -> list[str]:
+        """The filler texts standing in the previous solutions' slot."""
+        return self.padded(problem, prompt, round_)[1]
+
+    def padded(
+        self, problem: Problem, prompt: str, round_: int
+    ) -> tuple[tuple[Message, ...], list[str]]:
+        """The prompt with round_-1 filler solutions whose total length hits the target."""
         key = (problem.id, round_)
         if key not in self.cache:
-            self.cache[key] = self.padded(problem, prompt, round_)
+            self.cache[key] = self.build(problem, prompt, round_)
         return self.cache[key]
 
-    def padded(self, problem: Problem, prompt: str, round_: int) -> tuple[Message, ...]:
-        """The prompt with round_-1 filler solutions whose total length hits the target."""
+    def build(
+        self, problem: Problem, prompt: str, round_: int
+    ) -> tuple[tuple[Message, ...], list[str]]:
         if round_ == 1:
-            return self.template.messages(prompt, [])
+            return self.template.messages(prompt, []), []
         target = self.target_tokens(problem, round_)
         assert target is not None
         words = filler_words(self.sources[problem.id], target * 2)
 
-        def build(count: int) -> tuple[Message, ...]:
-            chunks = split_evenly(words[:count], round_ - 1)
-            return self.template.messages(prompt, [Attempt(" ".join(c)) for c in chunks])
+        def texts(count: int) -> list[str]:
+            return [" ".join(chunk) for chunk in split_evenly(words[:count], round_ - 1)]
+
+        def fill(count: int) -> tuple[Message, ...]:
+            return self.template.messages(prompt, [Attempt(t) for t in texts(count)])
 
         low, high = 0, len(words)  # largest word count whose prompt fits the target
         while low < high:
             middle = (low + high + 1) // 2
-            if self.count_tokens(build(middle)) <= target:
+            if self.count_tokens(fill(middle)) <= target:
                 low = middle
             else:
                 high = middle - 1
-        below, above = build(low), build(min(low + 1, len(words)))
-        gap = lambda m: abs(self.count_tokens(m) - target)  # noqa: E731
-        return below if gap(below) <= gap(above) else above
+        above = min(low + 1, len(words))
+        gap = lambda count: abs(self.count_tokens(fill(count)) - target)  # noqa: E731
+        best = low if gap(low) <= gap(above) else above
+        return fill(best), texts(best)
 
 
 def filler_words(texts: Sequence[str], at_least: int) -> list[str]:

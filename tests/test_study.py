@@ -105,3 +105,26 @@ def test_report_figure_compares_runs(tmp_path):
         str(figure),
     )
     assert report.returncode == 0 and figure.read_bytes().startswith(b"\x89PNG")
+
+
+def test_study_ablation_runs_top_and_random_heads(study, tmp_path):
+    table = tmp_path / "heads.json"
+    table.write_text(
+        json.dumps(
+            {"heads": [{"layer": 18, "head": 6, "rank": 1}, {"layer": 17, "head": 3, "rank": 2}]}
+        )
+    )
+    result = cli(
+        "study", *TINY, "--ablate-top-k", "2", "--heads-table", str(table), "--out", str(study)
+    )
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((study / "sequential-ablate-top" / "manifest.json").read_text())
+    assert manifest["engine"]["ablated_heads"] == ["18.6", "17.3"]
+    control = json.loads((study / "sequential-ablate-random" / "manifest.json").read_text())
+    assert len(control["engine"]["ablated_heads"]) == 2
+    assert not set(control["engine"]["ablated_heads"]) & {"18.6", "17.3"}
+    markdown = (study / "report.md").read_text()
+    assert "## Induction-head ablation in sequential sampling" in markdown
+    section = markdown.split("## Induction-head ablation in sequential sampling")[1]
+    assert table_row(section, "sequential-ablate-top")[1] == "18.6,17.3"
+    assert table_row(section, "sequential")[1] == "none"

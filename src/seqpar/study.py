@@ -7,7 +7,9 @@ The plan (all runs share the model, task, problems, N and sampling settings):
 - `hybrid-k1` and `hybrid-k{N/2}`: k sequential rounds, then N samples from that context
   (hypothesis 3, with the embedding diversity of parallel vs sequential);
 - for code tasks, sequential with each feedback level and both strategies with rejection
-  of repeated behaviour (the remedies).
+  of repeated behaviour (the remedies);
+- with heads to ablate (`--ablate-top-k K --heads-table heads.json`): sequential with those
+  K induction heads switched off, and with K random other heads switched off (control).
 
 Each run is an ordinary run directory under the study directory, so the study resumes.
 """
@@ -15,12 +17,16 @@ Each run is an ordinary run directory under the study directory, so the study re
 from __future__ import annotations
 
 import json
+import random
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from seqpar.analysis.ablation import parse_heads
+from seqpar.analysis.induction import attention_modules
 from seqpar.engines import Engine, load_engine
 from seqpar.errors import SeqparError
 from seqpar.run import RunConfig, execute
@@ -69,6 +75,19 @@ def plan(base: RunConfig, out: Path, code_task: bool) -> list[PlannedRun]:
     return runs
 
 
+def random_heads(
+    layers: int, heads: int, k: int, exclude: Sequence[tuple[int, int]], seed: int
+) -> tuple[tuple[int, int], ...]:
+    """k heads drawn at random (seeded) among those not in `exclude`."""
+    pool = [
+        (layer, head)
+        for layer in range(layers)
+        for head in range(heads)
+        if (layer, head) not in set(exclude)
+    ]
+    return tuple(sorted(random.Random(seed).sample(pool, k)))
+
+
 def measure_throughput(engine: Engine, base: RunConfig, data_dir: str | None) -> float:
     """Generated tokens/s of a quick batched sample of the study's own prompts."""
     from seqpar.sampling import SamplingParams
@@ -96,8 +115,23 @@ def run_study(
     out = Path(out)
     task = base.build_task(data_dir)
     problems = len(select(task.load(), base.limit))
-    runs = plan(base, out, task.answer_kind == "behaviour")
     engine = load_engine(base.engine, base.model, **(engine_options or {}))
+    top = parse_heads(base.ablate_heads)
+    base = replace(base, ablate_heads="")
+    runs = plan(base, out, task.answer_kind == "behaviour")
+    if top:
+        config = engine.model.config  # type: ignore[attr-defined]
+        layers = sum(1 for _ in attention_modules(engine.model))  # type: ignore[attr-defined]
+        control = random_heads(layers, config.num_attention_heads, len(top), top, base.seed)
+        for name, heads in (("top", top), ("random", control)):
+            spec = ",".join(f"{layer}.{head}" for layer, head in heads)
+            runs.append(
+                PlannedRun(
+                    f"sequential-ablate-{name}",
+                    replace(base, strategy="sequential", ablate_heads=spec),
+                    base.n,
+                )
+            )
     if dry_run:
         rate = measure_throughput(engine, base, data_dir)
         total = sum(r.slots_per_problem for r in runs) * problems
@@ -123,4 +157,8 @@ def run_study(
         execute(run.config, out / run.name, data_dir=data_dir, engine=engine)
     from seqpar.report.study import write_study_report
 
-    return write_study_report(out, [r.name for r in runs])
+    tokenizer = getattr(engine, "tokenizer", None)
+    tokenize = (
+        (lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]) if tokenizer else None
+    )
+    return write_study_report(out, [r.name for r in runs], tokenize)

@@ -20,6 +20,7 @@ from seqpar.analysis.diversity import (
     mean_pairwise_similarity,
     similarity_to_earlier,
 )
+from seqpar.analysis.induction import copy_rate
 from seqpar.analysis.stats import PairedTest, bootstrap_ci, paired_test
 from seqpar.report.document import Block, Figure, Heading, Paragraph, Table, to_html, to_markdown
 from seqpar.report.summary import RunData, load_run
@@ -236,7 +237,27 @@ def verdicts(tests: dict[str, PairedTest | None]) -> list[str]:
     return lines
 
 
-def write_study_report(out: Path, names: Sequence[str]) -> Path:
+def copy_rates_of(run: RunData, tokenize: Callable[[str], list[int]], n: int) -> np.ndarray:
+    """Per problem: mean n-gram copy rate of rounds ≥ 2 from the chain's earlier rounds."""
+    stored = {s.key: s for s in run.samples if s.status == "ok"}
+    shown = run.config.template.shown
+    rates = []
+    for pid in run.problem_ids:
+        values = []
+        for r in range(2, run.strategy.rounds + 1):
+            sample = stored.get((pid, 0, r))
+            earlier = [stored.get((pid, 0, q)) for q in range(1, r)]
+            if sample is None or any(e is None for e in earlier):
+                continue
+            source = [t for e in earlier for t in tokenize(shown(e.text))]
+            values.append(copy_rate(tokenize(shown(sample.text)), source, n))
+        rates.append(np.nanmean(values) if values and not np.all(np.isnan(values)) else np.nan)
+    return np.array(rates)
+
+
+def write_study_report(
+    out: Path, names: Sequence[str], tokenize: Callable[[str], list[int]] | None = None
+) -> Path:
     """Write report.md, report.html and figures/ for the study in `out`."""
     from seqpar.analysis.embeddings import Embedder
 
@@ -365,6 +386,46 @@ def write_study_report(out: Path, names: Sequence[str]) -> Path:
                 ),
                 Table(["run", "sample accuracy", "− parallel (paired)"], hybrid_rows),
             ]
+    ablated = [
+        name for name in ("sequential-ablate-top", "sequential-ablate-random") if name in runs
+    ]
+    if seq and ablated and tokenize:
+        k = budgets(n)
+        ablation_rows = []
+        for name in ("sequential", *ablated):
+            run = runs[name]
+            heads = run.config.ablate_heads or "none"
+            ablation_rows.append(
+                [
+                    name,
+                    heads,
+                    fmt_ci(run.scores("last", k)[:, -1]),
+                    fmt_ci(run.scores("majority", k)[:, -1]),
+                    fmt_ci(div[name]["similarity"]),
+                    fmt_ci(copy_rates_of(run, tokenize, 4)),
+                    fmt_ci(copy_rates_of(run, tokenize, 8)),
+                ]
+            )
+        blocks += [
+            Heading("Induction-head ablation in sequential sampling"),
+            Paragraph(
+                "Top-k induction heads switched off, against k random heads "
+                "(control). Copy rate: share of a round's token n-grams found in "
+                "the chain's earlier rounds."
+            ),
+            Table(
+                [
+                    "run",
+                    "ablated heads",
+                    "last",
+                    "majority",
+                    "mean pairwise similarity",
+                    "copy rate n=4",
+                    "copy rate n=8",
+                ],
+                ablation_rows,
+            ),
+        ]
     blocks += [Heading("Verdicts"), *[Paragraph(line) for line in verdicts(tests)]]
 
     figures = out / "figures"

@@ -126,11 +126,32 @@ def binary_feedback(grade: Grade, level: str) -> str:
     return ""
 
 
-class MathTask:
-    """A math benchmark: problems with reference answers; answers extracted and compared."""
+class AnswerTask:
+    """Shared by tasks with a final answer: the math prompt, extraction, equivalence grading
+    and binary feedback."""
 
     feedback_levels = ("none", "binary")
     answer_kind = "answer"
+
+    def prompt(self, problem: Problem) -> str:
+        return PROMPT.format(question=problem.question)
+
+    def grade(self, problem: Problem, text: str) -> Grade:
+        answer = extract_math_answer(text)
+        if answer is None:
+            return Grade(None, False, "no answer found")
+        correct = problem.answer is not None and equivalent(problem.answer, answer)
+        return Grade(answer, correct, "equivalent" if correct else "not equivalent")
+
+    def equivalent(self, a: str, b: str) -> bool:
+        return equivalent(a, b)
+
+    def feedback(self, problem: Problem, grade: Grade, level: str) -> str:
+        return binary_feedback(grade, level)
+
+
+class MathTask(AnswerTask):
+    """A math benchmark: problems with reference answers; answers extracted and compared."""
 
     def __init__(self, source: MathSource, data_dir: str | Path | None = None) -> None:
         self.source = source
@@ -185,22 +206,6 @@ class MathTask:
                 answer = answer.split("####")[-1].strip().replace(",", "")
             problems.append(Problem(f"{self.name}-{index}", row[self.source.hub_question], answer))
         return problems
-
-    def prompt(self, problem: Problem) -> str:
-        return PROMPT.format(question=problem.question)
-
-    def grade(self, problem: Problem, text: str) -> Grade:
-        answer = extract_math_answer(text)
-        if answer is None:
-            return Grade(None, False, "no answer found")
-        correct = problem.answer is not None and equivalent(problem.answer, answer)
-        return Grade(answer, correct, "equivalent" if correct else "not equivalent")
-
-    def equivalent(self, a: str, b: str) -> bool:
-        return equivalent(a, b)
-
-    def feedback(self, problem: Problem, grade: Grade, level: str) -> str:
-        return binary_feedback(grade, level)
 
     def describe(self) -> dict[str, Any]:
         if self.path is None:

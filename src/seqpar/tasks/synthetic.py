@@ -12,9 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from seqpar.errors import SeqparError
-from seqpar.tasks.extract import extract_math_answer
-from seqpar.tasks.math import PROMPT, binary_feedback, equivalent
-from seqpar.types import Grade, Problem
+from seqpar.tasks.math import AnswerTask
+from seqpar.types import Problem
 
 NAMES = ("Maya", "Omar", "Lena", "Kofi", "Ines", "Ravi", "Sofia", "Tariq", "Yuki", "Elena")
 ITEMS = ("marbles", "stickers", "apples", "coins", "pencils", "cards", "shells", "beads")
@@ -72,12 +71,10 @@ def make_problem(seed: int, difficulty: int, index: int) -> Problem:
     )
 
 
-class ArithTask:
+class ArithTask(AnswerTask):
     """Built-in offline task; `difficulty` = number of chained operations."""
 
     name = "arith"
-    feedback_levels = ("none", "binary")
-    answer_kind = "answer"
 
     def __init__(self, difficulty: int = 2, count: int = 100, seed: int = 0) -> None:
         if difficulty < 1 or count < 1:
@@ -88,22 +85,6 @@ class ArithTask:
 
     def load(self) -> list[Problem]:
         return [make_problem(self.seed, self.difficulty, i) for i in range(self.count)]
-
-    def prompt(self, problem: Problem) -> str:
-        return PROMPT.format(question=problem.question)
-
-    def grade(self, problem: Problem, text: str) -> Grade:
-        answer = extract_math_answer(text)
-        if answer is None:
-            return Grade(None, False, "no answer found")
-        correct = equivalent(str(problem.answer), answer)
-        return Grade(answer, correct, "equivalent" if correct else "not equivalent")
-
-    def equivalent(self, a: str, b: str) -> bool:
-        return equivalent(a, b)
-
-    def feedback(self, problem: Problem, grade: Grade, level: str) -> str:
-        return binary_feedback(grade, level)
 
     def describe(self) -> dict[str, Any]:
         return {

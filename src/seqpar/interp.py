@@ -120,7 +120,12 @@ def find_heads(
 
 def top_heads(table: str | Path, k: int) -> tuple[tuple[int, int], ...]:
     """The k best heads of a heads.json by prefix-matching score."""
-    rows = json.loads(Path(table).read_text())["heads"]
+    path = Path(table)
+    if not path.is_file():
+        raise SeqparError(f"heads table {path} not found; make one with `seqpar interp heads`")
+    rows = json.loads(path.read_text())["heads"]
+    if not 0 < k <= len(rows):
+        raise SeqparError(f"--ablate-top-k must be between 1 and {len(rows)}, got {k}")
     return tuple((row["layer"], row["head"]) for row in rows[:k])
 
 

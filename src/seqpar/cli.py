@@ -23,7 +23,13 @@ def add_run_options(parser: argparse.ArgumentParser, *, demo: bool = False) -> N
         help="bundled name (see `seqpar models`), .gguf file, HF model directory "
         f"or hub id (default: {DEFAULT_MODEL})",
     )
-    model.add_argument("--engine", default="hf", help="inference engine (default: hf)")
+    model.add_argument(
+        "--engine",
+        default="hf",
+        choices=["hf", "openai", "llamacpp"],
+        help="hf (transformers, batched), openai (an OpenAI-compatible server) or llamacpp "
+        "(llama-cpp-python in process, GGUF, prefix reuse); see docs/engines.md (default: hf)",
+    )
     model.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 … (default: auto)")
     model.add_argument(
         "--token-budget",
@@ -37,6 +43,40 @@ def add_run_options(parser: argparse.ArgumentParser, *, demo: bool = False) -> N
         type=int,
         default=None,
         help="cap the context length (tokens) below the model's own",
+    )
+    server = parser.add_argument_group("openai engine")
+    server.add_argument(
+        "--base-url",
+        action="append",
+        default=None,
+        help="server URL ending in /v1; repeat to spread requests evenly (env: OPENAI_BASE_URL)",
+    )
+    server.add_argument("--api", default="chat", choices=["chat", "completions"])
+    server.add_argument(
+        "--api-key-env",
+        default="OPENAI_API_KEY",
+        help="environment variable holding the API key (default: OPENAI_API_KEY)",
+    )
+    server.add_argument(
+        "--max-in-flight", type=int, default=16, help="concurrent requests (default: 16)"
+    )
+    server.add_argument(
+        "--server-n",
+        action="store_true",
+        help="ask for all n samples in one request (servers that support n>1); default: "
+        "one request per sample, each with its own seed",
+    )
+    server.add_argument(
+        "--http-retries",
+        type=int,
+        default=6,
+        help="retries of a failed request, with exponential backoff (default: 6)",
+    )
+    server.add_argument(
+        "--tokenizer",
+        default=None,
+        help="local tokenizer for prompt lengths and --api completions "
+        "(default: --model when it is a bundled name or local path)",
     )
     sampling = parser.add_argument_group("sampling")
     sampling.add_argument(
@@ -204,12 +244,28 @@ def ablated_heads(args: argparse.Namespace) -> str:
 
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of the chosen engine (each engine takes only its own)."""
+    common = {"max_context": args.max_context, "progress": not args.no_progress}
+    if args.engine == "openai":
+        from seqpar.engines.openai import Backoff
+
+        return {
+            **common,
+            "base_url": args.base_url,
+            "api": args.api,
+            "api_key_env": args.api_key_env,
+            "max_in_flight": args.max_in_flight,
+            "server_n": args.server_n,
+            "backoff": Backoff(retries=args.http_retries),
+            "tokenizer": args.tokenizer,
+        }
+    if args.engine == "llamacpp":
+        return common
     return {
+        **common,
         "device": args.device,
         "token_budget": args.token_budget,
         "max_batch": args.max_batch,
-        "max_context": args.max_context,
-        "progress": not args.no_progress,
     }
 
 
@@ -218,7 +274,12 @@ def command_run(args: argparse.Namespace) -> None:
     from seqpar.run import execute
 
     store = execute(
-        run_config(args), args.out, data_dir=args.data_dir, engine_options=engine_options(args)
+        run_config(args),
+        args.out,
+        data_dir=args.data_dir,
+        engine_options=engine_options(args),
+        executor=args.executor,
+        workers=args.workers,
     )
     print(markdown([summarize(str(store.path))]))
 
@@ -371,6 +432,17 @@ def parser() -> argparse.ArgumentParser:
         "--out", required=True, help="run directory (re-run the same command to resume)"
     )
     add_run_options(run)
+    scale = run.add_argument_group("scale-out")
+    scale.add_argument(
+        "--executor",
+        default="local",
+        choices=["local", "ray"],
+        help="local, or ray: problems spread over Ray actors, one engine each; joins the "
+        "cluster at RAY_ADDRESS or starts a local one (default: local)",
+    )
+    scale.add_argument(
+        "--workers", type=int, default=2, help="Ray actors for --executor ray (default: 2)"
+    )
     run.set_defaults(handler=command_run)
 
     demo = commands.add_parser(

@@ -51,6 +51,7 @@ class Completion:
     finish_reason: str  # "stop" (EOS or stop string) | "length"
     seed: int | None
     wall_time: float  # seconds of its batch divided by the batch's rows (so sums add up)
+    cached_prompt_tokens: int = 0  # prompt tokens served from a prefix cache, not recomputed
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class Sample:
     finish_reason: str = ""
     seed: int | None = None
     wall_time: float = 0.0
+    cached_prompt_tokens: int = 0
     answer: str | None = None
     correct: bool = False
     grade_reason: str = ""

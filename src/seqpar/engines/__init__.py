@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import queue
+import threading
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from seqpar.errors import unknown
 from seqpar.sampling import SamplingParams
 from seqpar.types import Completion, Message, Request
 
-ENGINES = ("hf",)
+ENGINES = ("hf", "openai", "llamacpp")
 
 
 class Engine(Protocol):
@@ -32,6 +35,44 @@ class Engine(Protocol):
         ...
 
 
+@runtime_checkable
+class ConcurrentEngine(Protocol):
+    """An engine that completes requests one at a time, many in flight (servers): runs
+    schedule each chain on its own instead of round by round."""
+
+    max_in_flight: int
+
+    async def complete(self, request: Request, params: SamplingParams) -> list[Completion]: ...
+
+
+def generate_concurrently(
+    engine: ConcurrentEngine, requests: Sequence[Request], params: SamplingParams
+) -> Iterator[tuple[int, list[Completion]]]:
+    """`Engine.generate` for a concurrent engine: every request in flight (up to the engine's
+    limit) on an event loop in a helper thread, yielded as each finishes."""
+    finished: queue.Queue[tuple[int, list[Completion]] | BaseException | None] = queue.Queue()
+
+    async def one(index: int, request: Request) -> None:
+        finished.put((index, await engine.complete(request, params)))
+
+    async def every() -> None:
+        await asyncio.gather(*(one(i, r) for i, r in enumerate(requests)))
+
+    def work() -> None:
+        try:
+            asyncio.run(every())
+        except BaseException as error:  # handed to the caller's thread
+            finished.put(error)
+        finally:
+            finished.put(None)
+
+    threading.Thread(target=work, daemon=True).start()
+    while (item := finished.get()) is not None:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
 def derive_seed(*parts: object) -> int:
     """A stable 63-bit seed from any printable parts (same parts, same seed, any machine)."""
     digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
@@ -44,4 +85,12 @@ def load_engine(name: str, model: str, **options: Any) -> Engine:
         from seqpar.engines.hf import HFEngine
 
         return HFEngine.load(model, **options)
+    if name == "openai":
+        from seqpar.engines.openai import OpenAIEngine
+
+        return OpenAIEngine.load(model, **options)
+    if name == "llamacpp":
+        from seqpar.engines.llamacpp import LlamaCppEngine
+
+        return LlamaCppEngine.load(model, **options)
     raise unknown("engine", name, ENGINES)

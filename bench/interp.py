@@ -1,7 +1,7 @@
 """Peak memory of attention analysis on a long context: reduced layer by layer inside hooks
 (seqpar) vs every layer's attention returned at once (`output_attentions=True`).
 
-    .venv/bin/python bench/attention_memory.py [--model NAME] [--tokens 4096]
+    .venv/bin/python bench/interp.py [--model NAME] [--tokens 4096]
 
 Each arm runs in a fresh process; peak resident memory is read from the kernel.
 """

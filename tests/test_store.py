@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -64,3 +65,47 @@ def test_regrades_override_stored_grades(tmp_path):
     (graded,) = store.samples()
     assert (graded.answer, graded.correct) == ("2", True)
     assert json.loads(store.samples_path.read_text())["answer"] == "1"  # generations untouched
+
+
+def test_regrades_reach_the_draw_they_belong_to(tmp_path):
+    store = RunStore(tmp_path)
+    store.create({"identity": {}})
+    rejected = Sample("a", 0, 1, "rejected", text="x", answer="1", attempt=0)
+    accepted = Sample("a", 0, 1, "ok", text="y", answer="1", attempt=1)
+    store.append([rejected, accepted])
+    store.write_grades([accepted.with_grade(Grade("2", True, "equivalent"))])
+    first, second = store.samples()
+    assert (first.answer, first.correct) == ("1", False)
+    assert (second.answer, second.correct) == ("2", True)
+
+
+LOCK_HOLDER = """
+import sys, time
+from seqpar.store import RunStore
+with RunStore(sys.argv[1]).locked():
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_second_writer_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path):
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with (
+            pytest.raises(SeqparError, match=rf"is in use by pid {holder.pid} \("),
+            RunStore(tmp_path).locked(),
+        ):
+            pass
+    finally:
+        holder.kill()  # SIGKILL: no chance to clean up; the lock file stays behind
+        holder.wait()
+    assert (tmp_path / ".lock").read_text().startswith(f"pid {holder.pid}")
+    with RunStore(tmp_path).locked():
+        assert (tmp_path / ".lock").read_text().startswith(f"pid {os.getpid()}")
+    RunStore(tmp_path).check_compatible({})  # the lock file alone is not foreign content

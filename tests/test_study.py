@@ -180,3 +180,17 @@ def test_html_report_renders_every_figure_in_chromium(study, tmp_path):
     for index in range(3):
         pixels = ImageStat.Stat(Image.open(tmp_path / f"figure{index}.png").convert("L"))
         assert pixels.stddev[0] > 10, f"figure {index} is blank"
+
+
+def test_a_study_killed_at_random_moments_ends_as_the_uninterrupted_study(study, tmp_path):
+    from .test_crash_safety import identities, kill_at_random_moments
+
+    out = tmp_path / "killed"
+    final, after_kills = kill_at_random_moments(
+        ["study", *TINY, "--out", str(out)], 4, (4, 40), seed=11, out=out
+    )
+    assert final.returncode == 0, final.stderr
+    assert any(count > 0 for count in after_kills), after_kills
+    for run in ("parallel", "sequential", "padded-parallel", "hybrid-k1"):
+        assert identities(out / run) == identities(study / run)
+    assert (out / "report.md").read_text().count("| parallel |") >= 1

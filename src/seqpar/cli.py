@@ -73,6 +73,13 @@ def add_run_options(parser: argparse.ArgumentParser, *, demo: bool = False) -> N
         help="retries of a failed request, with exponential backoff (default: 6)",
     )
     server.add_argument(
+        "--request-timeout",
+        type=float,
+        default=600.0,
+        help="seconds a request may take (a stalled server counts as failed, then retried; "
+        "default: 600)",
+    )
+    server.add_argument(
         "--tokenizer",
         default=None,
         help="local tokenizer for prompt lengths and --api completions "
@@ -257,6 +264,7 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
             "max_in_flight": args.max_in_flight,
             "server_n": args.server_n,
             "backoff": Backoff(retries=args.http_retries),
+            "timeout": args.request_timeout,
             "tokenizer": args.tokenizer,
         }
     if args.engine == "llamacpp":

@@ -240,21 +240,22 @@ def execute(
     else:
         raise unknown("executor", executor, EXECUTORS)
     identity["model_sha256"] = described["model_sha256"]
-    store.check_compatible(identity)
-    store.create(
-        {
-            "identity": identity,
-            "engine": described,
-            "executor": {"name": executor, "workers": workers if executor == "ray" else 1},
-            "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
-            "problem_ids": [p.id for p in problems],
-            "versions": package_versions(),
-            "git_commit": git_commit(),
-            "command": sys.argv,
-            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        }
-    )
-    generate(problems)
+    with store.locked():
+        store.check_compatible(identity)
+        store.create(
+            {
+                "identity": identity,
+                "engine": described,
+                "executor": {"name": executor, "workers": workers if executor == "ray" else 1},
+                "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
+                "problem_ids": [p.id for p in problems],
+                "versions": package_versions(),
+                "git_commit": git_commit(),
+                "command": sys.argv,
+                "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            }
+        )
+        generate(problems)
     return store
 
 
@@ -410,7 +411,10 @@ class Generation:
         request = Request(messages, (self.seed(problem.id, chain, round_),))
         assert isinstance(self.engine, ConcurrentEngine)
         (completion,) = await self.engine.complete(request, self.sampling)
-        grade = await asyncio.to_thread(self.task.grade, problem, completion.text)
+        if self.task.answer_kind == "behaviour":  # the sandbox bounds its own time
+            grade = await asyncio.to_thread(self.task.grade, problem, completion.text)
+        else:  # math-verify's time bound (SIGALRM) works in the main thread only
+            grade = self.task.grade(problem, completion.text)
         self.store.append([self.judge(problem, chain, round_, completion, grade)])
 
     def draw(
@@ -516,16 +520,17 @@ def regrade(store: RunStore, data_dir: str | Path | None = None, progress: bool 
     """Grade every stored sample again (generations untouched); returns how many changed."""
     from tqdm.auto import tqdm
 
-    manifest = store.manifest()
+    manifest = store.manifest()  # not a run directory: an error before anything is locked
     config = RunConfig.from_json(manifest["identity"]["config"])
     task = config.build_task(data_dir or manifest.get("data_dir"))
     problems = {p.id: p for p in task.load()}
     graded, changed = [], 0
-    for sample in tqdm(store.samples(), desc="grade", unit="sample", disable=not progress):
-        if sample.status != "ok":
-            continue
-        regraded = sample.with_grade(task.grade(problems[sample.problem_id], sample.text))
-        changed += (regraded.answer, regraded.correct) != (sample.answer, sample.correct)
-        graded.append(regraded)
-    store.write_grades(graded)
+    with store.locked():
+        for sample in tqdm(store.samples(), desc="grade", unit="sample", disable=not progress):
+            if sample.status != "ok":
+                continue
+            regraded = sample.with_grade(task.grade(problems[sample.problem_id], sample.text))
+            changed += (regraded.answer, regraded.correct) != (sample.answer, sample.correct)
+            graded.append(regraded)
+        store.write_grades(graded)
     return changed

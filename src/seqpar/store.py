@@ -4,14 +4,22 @@ A run directory is created only once a run is about to generate. Re-opening it w
 different configuration is refused; re-opening it with the same one resumes. A last line
 cut short by a kill is removed on open; any other unreadable line is an error. Re-grading
 writes `grades.jsonl` (replaced atomically), which overrides the grades stored with samples.
+
+One process at a time writes a run directory: it holds an exclusive `flock` on `.lock`,
+which also names the holder. The kernel drops the lock when its holder dies, so a lock file
+left by a killed process is stale by construction and is simply taken over.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import fcntl
 import json
 import os
+import sys
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +30,7 @@ from seqpar.types import GRADE_FIELDS, Sample
 MANIFEST = "manifest.json"
 SAMPLES = "samples.jsonl"
 GRADES = "grades.jsonl"
+LOCK = ".lock"
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -81,7 +90,7 @@ class RunStore:
     def check_compatible(self, identity: Mapping[str, Any]) -> None:
         """Refuse to resume a run whose identity (config, task data, model) differs."""
         if not self.exists():
-            if self.path.exists() and any(self.path.iterdir()):
+            if self.path.exists() and any(p.name != LOCK for p in self.path.iterdir()):
                 raise SeqparError(
                     f"{self.path} exists, is not empty and is not a seqpar run; "
                     "choose another --out directory"
@@ -95,6 +104,32 @@ class RunStore:
                 + "; ".join(changes)
                 + "); use another --out directory, or delete this one to start over"
             )
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the directory's write lock; a live holder elsewhere is an error naming it."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = self.path / LOCK
+        with lock.open("a+", encoding="utf-8") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise SeqparError(
+                    f"{self.path} is in use by {holder}; wait for it to finish or stop it, "
+                    "or write to another --out directory"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            since = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+            handle.write(f"pid {os.getpid()} ({' '.join(sys.argv)[:200]}) since {since}\n")
+            handle.flush()
+            try:
+                yield
+            finally:
+                handle.truncate(0)
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def create(self, manifest: Mapping[str, Any]) -> None:
         """Write the manifest (first time only) and make sure samples.jsonl is whole."""
@@ -165,6 +200,7 @@ class RunStore:
                 "problem_id": s.problem_id,
                 "chain": s.chain,
                 "round": s.round,
+                "attempt": s.attempt,
                 **{name: getattr(s, name) for name in GRADE_FIELDS},
             }
             for s in regraded

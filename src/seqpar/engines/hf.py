@@ -8,6 +8,7 @@ and its batch's numerics: the same run on the same machine and settings is repro
 
 from __future__ import annotations
 
+import inspect
 import secrets
 import time
 from collections.abc import Iterator, Sequence
@@ -74,6 +75,9 @@ class HFEngine:
         self.ablation: Any = None
         self.ablated: tuple[tuple[int, int], ...] = ()
         self.ablation_mode = "zero"
+        # transformers renamed `past_key_values` to `cache` (5.24); take whichever exists.
+        parameters = inspect.signature(model.forward).parameters
+        self.cache_argument = "cache" if "cache" in parameters else "past_key_values"
         self.eos_ids = eos_token_ids(model, tokenizer)
         self.pad_id = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
@@ -215,7 +219,7 @@ class HFEngine:
                 input_ids=input_ids,
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=cache,
+                **{self.cache_argument: cache},
                 use_cache=True,
                 logits_to_keep=1,
             ).logits[:, -1, :]
@@ -245,7 +249,7 @@ class HFEngine:
                     input_ids=tokens[:, None],
                     attention_mask=mask,
                     position_ids=positions,
-                    past_key_values=cache,
+                    **{self.cache_argument: cache},
                     use_cache=True,
                 ).logits[:, -1, :]
         share = (time.perf_counter() - start) / len(rows)

@@ -12,6 +12,7 @@ from seqpar.run import RunConfig
 from seqpar.store import RunStore
 from seqpar.strategies import Strategy
 from seqpar.tasks import Task
+from seqpar.tasks.math import GRADE_TIMED_OUT
 from seqpar.types import Sample
 
 
@@ -34,7 +35,9 @@ class RunSummary:
     accuracy: dict[str, list[float]]
     generated_tokens: int
     prompt_tokens: int
+    cached_prompt_tokens: int
     wall_time_s: float
+    grading_timeouts: int
 
     @property
     def complete(self) -> bool:
@@ -155,7 +158,9 @@ def summarize(path: str) -> RunSummary:
         accuracy={a: run.scores(a, ks).mean(axis=0).tolist() for a in aggregators},
         generated_tokens=sum(s.completion_tokens for s in draws),
         prompt_tokens=sum(s.prompt_tokens for s in draws if s.status != "skipped"),
+        cached_prompt_tokens=sum(s.cached_prompt_tokens for s in draws),
         wall_time_s=sum(s.wall_time for s in draws),
+        grading_timeouts=sum(s.grade_reason == GRADE_TIMED_OUT for s in draws),
     )
 
 
@@ -177,7 +182,13 @@ def markdown(summaries: Sequence[RunSummary]) -> str:
             + f" · {s.model} · {s.task}, {s.problems} problems\n\n"
             + "\n".join([header, rule, *rows])
             + f"\n\ngenerated tokens {s.generated_tokens:,} · prompt tokens {s.prompt_tokens:,}"
-            f" · wall time {s.wall_time_s:.1f} s · skipped {s.skipped}"
+            + (
+                f" ({s.cached_prompt_tokens:,} from a prefix cache)"
+                if s.cached_prompt_tokens
+                else ""
+            )
+            + f" · wall time {s.wall_time_s:.1f} s · skipped {s.skipped}"
+            f" · grading timeouts {s.grading_timeouts} (counted incorrect)"
             + (f" · rejected duplicates {s.rejected} (their tokens included)" if s.rejected else "")
             + f"{status}\n"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -82,6 +83,14 @@ def select(problems: Sequence[Problem], limit: int | None) -> list[Problem]:
     """The first `limit` problems (all when None); an empty selection is an error."""
     if limit is not None and limit < 1:
         raise SeqparError(f"--limit must be >= 1, got {limit}")
+    counts = Counter(p.id for p in problems)
+    repeated = sorted(id_ for id_, count in counts.items() if count > 1)
+    if repeated:
+        raise SeqparError(
+            f"duplicate problem id(s) {', '.join(map(repr, repeated[:5]))}"
+            + (f" and {len(repeated) - 5} more" if len(repeated) > 5 else "")
+            + "; every problem needs its own id (samples are stored by id)"
+        )
     chosen = list(problems[:limit] if limit else problems)
     if not chosen:
         raise SeqparError("the task has no problems to run")

@@ -216,7 +216,7 @@ class HumanEvalTask(CodeTask):
     def rows(self) -> list[dict[str, Any]]:
         path = self.source()
         if path.suffix != ".gz":
-            return read_jsonl(path)
+            return [row for _, row in read_jsonl(path)]
         with gzip.open(path, "rt", encoding="utf-8") as handle:
             return [json.loads(line) for line in handle if line.strip()]
 
@@ -330,7 +330,7 @@ class LiveCodeBenchTask(CodeTask):
 
     def rows(self) -> list[dict[str, Any]]:
         if self.data_dir is not None:
-            return [row for path in self.files() for row in read_jsonl(path)]
+            return [row for path in self.files() for _, row in read_jsonl(path)]
         try:
             from datasets import load_dataset
 

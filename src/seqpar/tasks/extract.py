@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+MAX_ANSWER_CHARS = 1000  # longer "answers" are degenerate output (e.g. endless repetition)
 THINK_CLOSE = "</think>"
 THINK_OPEN = "<think>"
 HASHES = re.compile(r"####\s*([^\n]+)")
@@ -56,7 +57,13 @@ def clean_answer(text: str) -> str:
 
 
 def extract_math_answer(text: str) -> str | None:
-    """The final answer of a math solution, from the text after any reasoning block."""
+    """The final answer of a math solution, from the text after any reasoning block; None
+    when there is none or it is longer than MAX_ANSWER_CHARS."""
+    answer = find_math_answer(text)
+    return answer if answer is None or len(answer) <= MAX_ANSWER_CHARS else None
+
+
+def find_math_answer(text: str) -> str | None:
     final = split_reasoning(text)[1]
     if final is None:
         return None

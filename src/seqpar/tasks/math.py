@@ -76,11 +76,18 @@ MATH_TASKS = {
 }
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file; a malformed line is an error naming the file and line."""
+def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, row) of a JSONL file; a line that is not UTF-8 JSON is an error naming
+    the file and line."""
     rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise SeqparError(
+                    f"{path}:{number}: not UTF-8 (byte {error.start}); re-encode the file"
+                ) from error
             if not line.strip():
                 continue
             try:
@@ -89,7 +96,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
                 raise SeqparError(f"{path}:{number}: malformed JSON ({error.msg})") from error
             if not isinstance(row, dict):
                 raise SeqparError(f"{path}:{number}: expected a JSON object per line")
-            rows.append(row)
+            rows.append((number, row))
     return rows
 
 
@@ -100,21 +107,35 @@ def as_number(answer: str) -> float | None:
     return float(text) if NUMBER.match(text) else None
 
 
+GRADE_TIMED_OUT = "grading timed out"
+
+
 def equivalent(a: str, b: str) -> bool:
-    """Mathematical equivalence: numerically for numbers, else math-verify (time-bounded)."""
+    """Mathematical equivalence: numerically for numbers, else math-verify (time-bounded;
+    a comparison that runs out of time counts as not equivalent)."""
+    return compare(a, b) is True
+
+
+def compare(a: str, b: str) -> bool | None:
+    """Whether `a` and `b` are equivalent; None when math-verify ran out of time."""
     if a.strip() == b.strip():
         return True
     x, y = as_number(a), as_number(b)
     if x is not None and y is not None:
         return abs(x - y) <= 1e-6 * max(1.0, abs(x), abs(y))
     from math_verify import parse, verify
+    from math_verify.errors import TimeoutException
 
     # math-verify bounds time with SIGALRM, which only the main thread may use.
     limit = GRADE_TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
     try:
-        gold = parse(f"\\boxed{{{a}}}", parsing_timeout=limit)
-        pred = parse(f"\\boxed{{{b}}}", parsing_timeout=limit)
-        return bool(gold and pred and verify(gold, pred, timeout_seconds=limit))
+        gold = parse(f"\\boxed{{{a}}}", parsing_timeout=limit, raise_on_error=True)
+        pred = parse(f"\\boxed{{{b}}}", parsing_timeout=limit, raise_on_error=True)
+        return bool(
+            gold and pred and verify(gold, pred, timeout_seconds=limit, raise_on_error=True)
+        )
+    except TimeoutException:
+        return None
     except Exception:  # math-verify raises many kinds on odd LaTeX; no match then
         return False
 
@@ -140,8 +161,10 @@ class AnswerTask:
         answer = extract_math_answer(text)
         if answer is None:
             return Grade(None, False, "no answer found")
-        correct = problem.answer is not None and equivalent(problem.answer, answer)
-        return Grade(answer, correct, "equivalent" if correct else "not equivalent")
+        verdict = compare(problem.answer, answer) if problem.answer is not None else False
+        if verdict is None:
+            return Grade(answer, False, GRADE_TIMED_OUT)
+        return Grade(answer, verdict, "equivalent" if verdict else "not equivalent")
 
     def equivalent(self, a: str, b: str) -> bool:
         return equivalent(a, b)
@@ -172,13 +195,16 @@ class MathTask(AnswerTask):
                 f"folder holding {self.source.file} (or set SEQPAR_DATA_DIR)"
             )
         problems = []
-        for number, row in enumerate(read_jsonl(self.path), start=1):
-            missing = [f for f in (self.source.question, self.source.answer) if f not in row]
+        for index, (number, row) in enumerate(read_jsonl(self.path)):
+            fields = (self.source.question, self.source.answer)
+            missing = [f for f in fields if not isinstance(row.get(f), str | int | float)]
             if missing:
-                raise SeqparError(f"{self.path}:{number}: missing field(s) {', '.join(missing)}")
+                raise SeqparError(
+                    f"{self.path}:{number}: missing or empty field(s) {', '.join(missing)}"
+                )
             problems.append(
                 Problem(
-                    id=str(row.get("id", f"{self.name}-{number - 1}")),
+                    id=str(row.get("id", f"{self.name}-{index}")),
                     question=row[self.source.question],
                     answer=str(row[self.source.answer]),
                 )

@@ -68,20 +68,26 @@ class LlamaServer:
             self.process.wait()
 
 
-class ThrottlingProxy(http.server.ThreadingHTTPServer):
-    """Forwards POSTs to `upstream`, first answering `refusals` of them with 429."""
+class LoopbackServer(http.server.ThreadingHTTPServer):
+    """An HTTP server on a free loopback port, serving from a daemon thread."""
 
-    def __init__(self, upstream: str, refusals: int, retry_after: str | None) -> None:
-        super().__init__(("127.0.0.1", 0), ProxyHandler)
-        self.upstream, self.refusals, self.retry_after = upstream, refusals, retry_after
-        self.bodies: list[dict] = []
-        self.times: list[float] = []
-        self.lock = threading.Lock()
+    def __init__(self, handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+
+class ThrottlingProxy(LoopbackServer):
+    """Forwards POSTs to `upstream`, first answering `refusals` of them with 429."""
+
+    def __init__(self, upstream: str, refusals: int, retry_after: str | None) -> None:
+        self.upstream, self.refusals, self.retry_after = upstream, refusals, retry_after
+        self.bodies: list[dict] = []
+        self.lock = threading.Lock()
+        super().__init__(ProxyHandler)
 
 
 class ProxyHandler(http.server.BaseHTTPRequestHandler):
@@ -91,7 +97,6 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         with self.server.lock:
             self.server.bodies.append(json.loads(body))
-            self.server.times.append(time.monotonic())
             refuse = self.server.refusals > 0
             self.server.refusals -= refuse
         if refuse:

@@ -3,10 +3,12 @@ end exactly where an uninterrupted run ends (slow: real bundled model, real CLI)
 
 import json
 import random
+import shutil
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -44,12 +46,12 @@ def stored(out: Path) -> int:
 
 
 def kill_at_random_moments(
-    args: list[str], kills: int, window: tuple[float, float], seed: int, out: Path
-) -> tuple[subprocess.CompletedProcess, list[int]]:
-    """Start the command `kills` times, SIGKILL each after a random delay, then run it to
-    completion; returns that last run's result and the samples stored after each kill."""
+    args: list[str], kills: int, window: tuple[float, float], seed: int, observe: Callable
+) -> tuple[subprocess.CompletedProcess, list]:
+    """Start the command `kills` times, SIGKILL each after a random delay and `observe()`
+    what it left, then run it to completion; returns that run's result and the observations."""
     rng = random.Random(seed)
-    after_kills = []
+    observed = []
     for _ in range(kills):
         process = subprocess.Popen(
             [sys.executable, "-m", "seqpar.cli", *args],
@@ -59,41 +61,43 @@ def kill_at_random_moments(
         time.sleep(rng.uniform(*window))
         process.kill()
         process.wait()
-        after_kills.append(stored(out))
-    return cli(*args), after_kills
+        observed.append(observe())
+    return cli(*args), observed
 
 
-def test_a_run_killed_ten_times_ends_as_the_uninterrupted_run(tmp_path):
-    reference = cli(*RUN, "--out", str(tmp_path / "reference"))
-    assert reference.returncode == 0, reference.stderr
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The uninterrupted run."""
+    out = tmp_path_factory.mktemp("reference")
+    result = cli(*RUN, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_a_run_killed_ten_times_ends_as_the_uninterrupted_run(reference, tmp_path):
     out = tmp_path / "killed"
     final, after_kills = kill_at_random_moments(
-        [*RUN, "--out", str(out)], kills=10, window=(7, 20), seed=7, out=out
+        [*RUN, "--out", str(out)], 10, (7, 17), seed=7, observe=lambda: stored(out)
     )
     assert final.returncode == 0, final.stderr
     assert any(0 < count < 12 for count in after_kills), after_kills  # killed mid-run
-    expected = identities(tmp_path / "reference")
+    expected = identities(reference)
     assert identities(out) == expected
     assert set(expected.values()) == {1} and len(expected) == 12
 
 
-def test_grading_killed_at_random_moments_leaves_whole_files_and_the_same_grades(tmp_path):
+def test_grading_killed_at_random_moments_leaves_whole_files_and_the_same_grades(
+    reference, tmp_path
+):
     run = tmp_path / "run"
-    assert cli(*RUN, "--out", str(run)).returncode == 0
-    assert cli("grade", str(run), "--no-progress").returncode == 0
-    reference = lines_of(run / "grades.jsonl")
+    shutil.copytree(reference, run)
+    grade = ["grade", str(run), "--no-progress"]
+    assert cli(*grade).returncode == 0
+    expected = lines_of(run / "grades.jsonl")
     (run / "grades.jsonl").unlink()
-    rng = random.Random(3)
-    for _ in range(10):
-        process = subprocess.Popen(
-            [sys.executable, "-m", "seqpar.cli", "grade", str(run), "--no-progress"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(rng.uniform(0.5, 4))
-        process.kill()
-        process.wait()
-        lines_of(run / "grades.jsonl")  # absent or whole, never half-written
-    assert cli("grade", str(run), "--no-progress").returncode == 0
-    assert lines_of(run / "grades.jsonl") == reference
-    assert len(reference) == 12
+    # lines_of fails on a half-written file: each kill must leave it absent or whole.
+    final, _ = kill_at_random_moments(
+        grade, 10, (0.5, 4), seed=3, observe=lambda: lines_of(run / "grades.jsonl")
+    )
+    assert final.returncode == 0
+    assert lines_of(run / "grades.jsonl") == expected and len(expected) == 12

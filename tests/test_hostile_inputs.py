@@ -4,7 +4,6 @@ a hang of the whole run."""
 import asyncio
 import http.server
 import json
-import threading
 import time
 
 import pytest
@@ -15,6 +14,8 @@ from seqpar.sampling import SamplingParams
 from seqpar.tasks import get_task, select
 from seqpar.tasks.extract import MAX_ANSWER_CHARS
 from seqpar.types import Message, Problem, Request
+
+from .servers import LoopbackServer
 
 GSM8K_ROW = {"question": "1+1?", "final": "2"}
 
@@ -88,17 +89,12 @@ def test_code_that_prints_forever_is_stopped_and_graded_as_failing():
     assert grade.correct is False and time.perf_counter() - start < 60
 
 
-class Misbehaving(http.server.ThreadingHTTPServer):
+class Misbehaving(LoopbackServer):
     """A loopback 'server' that answers garbage JSON, or accepts and then stalls."""
 
     def __init__(self, mode: str) -> None:
-        super().__init__(("127.0.0.1", 0), MisbehavingHandler)
         self.mode, self.requests = mode, 0
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+        super().__init__(MisbehavingHandler)
 
 
 class MisbehavingHandler(http.server.BaseHTTPRequestHandler):

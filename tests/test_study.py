@@ -59,6 +59,7 @@ def test_study_report_numbers_match_the_samples(study):
     assert html.count("data:image/png;base64,") == 3 and "src='figures" not in html
     for heading in ("H1 · Aggregation", "H2 · Context length", "H3 · Exploration", "Verdicts"):
         assert heading in markdown
+    assert "Grading timeouts (counted incorrect): parallel 0, sequential 0" in markdown
     assert re.search(r"^H1 \(aggregation\) ", markdown, re.MULTILINE)
     assert re.search(r"^H2 \(context length\) ", markdown, re.MULTILINE)
 
@@ -95,16 +96,10 @@ def test_study_dry_run_prints_the_plan(tmp_path):
     assert not (tmp_path / "plan").exists()
 
 
-def test_report_figure_compares_runs(tmp_path):
-    result = cli("study", *TINY, "--out", str(tmp_path / "s"))
-    assert result.returncode == 0
+def test_report_figure_compares_runs(study, tmp_path):
     figure = tmp_path / "cmp.png"
     report = cli(
-        "report",
-        str(tmp_path / "s" / "parallel"),
-        str(tmp_path / "s" / "sequential"),
-        "--figure",
-        str(figure),
+        "report", str(study / "parallel"), str(study / "sequential"), "--figure", str(figure)
     )
     assert report.returncode == 0 and figure.read_bytes().startswith(b"\x89PNG")
 
@@ -183,11 +178,11 @@ def test_html_report_renders_every_figure_in_chromium(study, tmp_path):
 
 
 def test_a_study_killed_at_random_moments_ends_as_the_uninterrupted_study(study, tmp_path):
-    from .test_crash_safety import identities, kill_at_random_moments
+    from .test_crash_safety import identities, kill_at_random_moments, stored
 
     out = tmp_path / "killed"
     final, after_kills = kill_at_random_moments(
-        ["study", *TINY, "--out", str(out)], 4, (4, 40), seed=11, out=out
+        ["study", *TINY, "--out", str(out)], 4, (6, 30), seed=11, observe=lambda: stored(out)
     )
     assert final.returncode == 0, final.stderr
     assert any(count > 0 for count in after_kills), after_kills

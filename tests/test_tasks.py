@@ -39,7 +39,7 @@ def test_malformed_line_names_file_and_line(tmp_path):
 
 def test_missing_field_and_empty_file(tmp_path):
     (tmp_path / "aime24.jsonl").write_text('{"problem": "p"}\n')
-    with pytest.raises(SeqparError, match=r"aime24.jsonl:1: missing field\(s\) answer"):
+    with pytest.raises(SeqparError, match=r"aime24.jsonl:1: missing or empty field\(s\) answer"):
         get_task("aime24", data_dir=tmp_path).load()
     (tmp_path / "aime24.jsonl").write_text("\n")
     with pytest.raises(SeqparError, match="holds no problems"):

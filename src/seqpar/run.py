@@ -395,16 +395,9 @@ class Generation:
         self, problem: Problem, chain: int, round_: int, messages: tuple[Message, ...]
     ) -> None:
         """Generate, grade and store one draw of one slot (a concurrent engine's unit)."""
-        length = self.engine.count_prompt_tokens(messages)
-        if length + 1 > self.engine.context_length:
-            limit = self.engine.context_length
-            skipped = skip(
-                problem,
-                chain,
-                round_,
-                length,
-                f"prompt has {length} tokens; the model's context is {limit}",
-            )
+        length, overflow = self.overflow(messages)
+        if overflow:
+            skipped = skip(problem, chain, round_, length, overflow)
             self.store.append([skipped])
             self.stored[skipped.key] = skipped
             return
@@ -426,11 +419,9 @@ class Generation:
             groups.setdefault(messages, []).append((problem, chain))
         requests, owners, skipped = [], [], []
         for messages, members in groups.items():
-            length = self.engine.count_prompt_tokens(messages)
-            if length + 1 > self.engine.context_length:
-                limit = self.engine.context_length
-                reason = f"prompt has {length} tokens; the model's context is {limit}"
-                skipped += [skip(p, c, round_, length, reason) for p, c in members]
+            length, overflow = self.overflow(messages)
+            if overflow:
+                skipped += [skip(p, c, round_, length, overflow) for p, c in members]
                 continue
             seeds = tuple(self.seed(p.id, c, round_) for p, c in members)
             requests.append(Request(messages, seeds))
@@ -457,6 +448,13 @@ class Generation:
                     again.append((problem, chain, requests[index].messages))
             self.store.append(samples)
         return again
+
+    def overflow(self, messages: tuple[Message, ...]) -> tuple[int, str]:
+        """The prompt's length, and why it cannot be sent ("" when it leaves room)."""
+        length, limit = self.engine.count_prompt_tokens(messages), self.engine.context_length
+        if length + 1 <= limit:
+            return length, ""
+        return length, f"prompt has {length} tokens; the model's context is {limit}"
 
     def seed(self, problem_id: str, chain: int, round_: int) -> int:
         attempt = self.attempts[(problem_id, chain, round_)]

@@ -26,6 +26,7 @@ from seqpar.report.document import Block, Figure, Heading, Paragraph, Table, to_
 from seqpar.report.summary import RunData, load_run
 from seqpar.store import write_atomic
 from seqpar.tasks.extract import split_reasoning
+from seqpar.tasks.math import GRADE_TIMED_OUT
 from seqpar.types import Sample
 
 EMBEDDINGS = "embeddings.npz"
@@ -278,7 +279,12 @@ def write_study_report(
             f"{len(first.problem_ids)} problems, N = {n}, max {first.config.max_tokens} "
             f"tokens, temperature {first.config.temperature}, seed {first.config.seed}. "
             "Intervals: 95% bootstrap over problems. Paired tests: sign-flip permutation "
-            "over the same problems, effect size d_z."
+            "over the same problems, effect size d_z. Grading timeouts (counted incorrect): "
+            + ", ".join(
+                f"{name} {sum(s.grade_reason == GRADE_TIMED_OUT for s in run.draws)}"
+                for name, run in runs.items()
+            )
+            + "."
         ),
     ]
     rows = []

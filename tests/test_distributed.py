@@ -29,7 +29,7 @@ def identities(out):
 def test_ray_executor_produces_the_local_executors_samples(tmp_path):
     args = [
         "run", "--model", TEST_MODEL, "--task", "arith", "--difficulty", "1",
-        "--strategy", "sequential", "--limit", "4", "--n", "2", "--max-tokens", "24",
+        "--strategy", "sequential", "--limit", "3", "--n", "2", "--max-tokens", "16",
         "--no-progress",
     ]  # fmt: skip
     local = cli(*args, "--out", str(tmp_path / "local"))

@@ -96,7 +96,7 @@ def test_cli_kill_and_resume(tmp_path, data_dir):
         "--n",
         "2",
         "--limit",
-        "6",
+        "4",
         "--max-tokens",
         "48",
         "--max-batch",
@@ -119,7 +119,7 @@ def test_cli_kill_and_resume(tmp_path, data_dir):
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     stored = samples.read_text().count("\n")
-    assert 2 <= stored < 12, "the run should have been killed part-way"
+    assert 2 <= stored < 8, "the run should have been killed part-way"
     with samples.open("a") as handle:
         handle.write('{"problem_id": "gsm8k-test-00')  # a write cut short by the kill
     resumed = cli(*args)
@@ -128,7 +128,7 @@ def test_cli_kill_and_resume(tmp_path, data_dir):
         (r["problem_id"], r["chain"], r["round"])
         for r in map(json.loads, samples.read_text().splitlines())
     ]
-    assert len(keys) == 12 and len(set(keys)) == 12
+    assert len(keys) == 8 and len(set(keys)) == 8
     assert "| pass@k |" in resumed.stdout
 
     changed = cli(*[a if a != "2" else "3" for a in args])
@@ -137,7 +137,7 @@ def test_cli_kill_and_resume(tmp_path, data_dir):
 
     report = cli("report", str(out), "--json")
     (summary,) = json.loads(report.stdout)
-    assert summary["samples"] == 12 and summary["complete"]
+    assert summary["samples"] == 8 and summary["complete"]
     regrade = cli("grade", str(out), "--no-progress")
     assert regrade.returncode == 0 and "0 grade(s) changed" in regrade.stdout
 
@@ -201,7 +201,7 @@ def test_help_is_fast_and_lists_commands():
 
 
 def test_humaneval_sequential_hidden_feedback_and_parallel_best_of_n(tmp_path, small_engine):
-    common = {"model": TEST_MODEL, "task": "humaneval", "n": 3, "limit": 5, "max_tokens": 96}
+    common = {"model": TEST_MODEL, "task": "humaneval", "n": 2, "limit": 3, "max_tokens": 96}
     sequential = execute(
         RunConfig(**common, strategy="sequential", feedback="hidden"),
         tmp_path / "seq",
@@ -211,7 +211,7 @@ def test_humaneval_sequential_hidden_feedback_and_parallel_best_of_n(tmp_path, s
         RunConfig(**common, strategy="parallel"), tmp_path / "par", engine=small_engine
     )
     seq_samples = sequential.samples()
-    assert len(seq_samples) == 15 and len(parallel.samples()) == 15
+    assert len(seq_samples) == 6 and len(parallel.samples()) == 6
     for sample in seq_samples:
         assert sample.hidden_total > 0 or sample.grade_reason == "no code found"
         if sample.grade_reason != "no code found":
@@ -246,7 +246,7 @@ def test_feedback_level_must_suit_the_task(tmp_path):
 def test_padded_parallel_matches_sequential_lengths_and_hybrid_runs(
     tmp_path, data_dir, small_engine
 ):
-    base = {"model": TEST_MODEL, "task": "gsm8k", "n": 3, "limit": 3, "max_tokens": 48}
+    base = {"model": TEST_MODEL, "task": "gsm8k", "n": 3, "limit": 2, "max_tokens": 24}
     execute(
         RunConfig(**base, strategy="sequential"),
         tmp_path / "seq",
@@ -292,7 +292,7 @@ def test_padded_parallel_matches_sequential_lengths_and_hybrid_runs(
     )
     assert slots == [(0, 1), (0, 2), (1, 2), (2, 2)]
     summary = summarize(str(tmp_path / "hyb"))
-    assert summary.complete and summary.expected_samples == 12
+    assert summary.complete and summary.expected_samples == 8
 
 
 def test_interp_commands_and_ablated_generation(tmp_path, data_dir):

@@ -24,7 +24,7 @@ TINY = [
     "--n",
     "2",
     "--max-tokens",
-    "40",
+    "28",
     "--no-progress",
 ]
 
@@ -92,7 +92,7 @@ def test_study_dry_run_prints_the_plan(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "| padded-parallel | padded-parallel | 6 |" in result.stdout
     assert "| hybrid-k1 | hybrid | 9 |" in result.stdout
-    assert re.search(r"27 generations of up to 40 tokens at \d+ tokens/s", result.stdout)
+    assert re.search(r"27 generations of up to 28 tokens at \d+ tokens/s", result.stdout)
     assert not (tmp_path / "plan").exists()
 
 
@@ -182,7 +182,7 @@ def test_a_study_killed_at_random_moments_ends_as_the_uninterrupted_study(study,
 
     out = tmp_path / "killed"
     final, after_kills = kill_at_random_moments(
-        ["study", *TINY, "--out", str(out)], 4, (6, 30), seed=11, observe=lambda: stored(out)
+        ["study", *TINY, "--out", str(out)], 4, (6, 22), seed=11, observe=lambda: stored(out)
     )
     assert final.returncode == 0, final.stderr
     assert any(count > 0 for count in after_kills), after_kills

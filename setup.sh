@@ -18,9 +18,10 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 # keeps the built wheel in its cache).
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 "${pip[@]}" -e ".[bundled,dev,llamacpp,ray]"
-# The report test renders report.html in Debian's Chromium (driven by playwright).
-if [ ! -x /usr/bin/chromium ]; then
+# Debian packages: bubblewrap isolates model-written code (seqpar.sandbox); the report test
+# renders report.html in Chromium (driven by playwright).
+if [ ! -x /usr/bin/bwrap ] || [ ! -x /usr/bin/chromium ]; then
   SUDO=$([ "$(id -u)" -eq 0 ] || echo sudo)
-  install=($SUDO apt-get install -y --no-install-recommends chromium)
+  install=($SUDO apt-get install -y --no-install-recommends bubblewrap chromium)
   "${install[@]}" >/dev/null || { $SUDO apt-get update >/dev/null && "${install[@]}" >/dev/null; }
 fi

@@ -34,7 +34,7 @@ from seqpar.strategies.novelty import Novelty
 from seqpar.strategies.padded import PaddedParallelStrategy, filler_sources
 from seqpar.strategies.parallel import ParallelStrategy
 from seqpar.strategies.sequential import SequentialStrategy, SequentialTemplate
-from seqpar.tasks import Task, get_task, select
+from seqpar.tasks import Task, get_task, grade_safely, select
 from seqpar.types import Attempt, Completion, Grade, Message, Problem, Request, Sample
 
 EXECUTORS = ("local", "ray")
@@ -405,9 +405,9 @@ class Generation:
         assert isinstance(self.engine, ConcurrentEngine)
         (completion,) = await self.engine.complete(request, self.sampling)
         if self.task.answer_kind == "behaviour":  # the sandbox bounds its own time
-            grade = await asyncio.to_thread(self.task.grade, problem, completion.text)
+            grade = await asyncio.to_thread(grade_safely, self.task, problem, completion.text)
         else:  # math-verify's time bound (SIGALRM) works in the main thread only
-            grade = self.task.grade(problem, completion.text)
+            grade = grade_safely(self.task, problem, completion.text)
         self.store.append([self.judge(problem, chain, round_, completion, grade)])
 
     def draw(
@@ -441,7 +441,7 @@ class Generation:
         for index, completions in self.engine.generate(requests, self.sampling):
             samples = []
             for (problem, chain), completion in zip(owners[index], completions, strict=True):
-                grade = self.task.grade(problem, completion.text)
+                grade = grade_safely(self.task, problem, completion.text)
                 sample = self.judge(problem, chain, round_, completion, grade)
                 samples.append(sample)
                 if sample.status == "rejected":
@@ -527,7 +527,8 @@ def regrade(store: RunStore, data_dir: str | Path | None = None, progress: bool 
         for sample in tqdm(store.samples(), desc="grade", unit="sample", disable=not progress):
             if sample.status != "ok":
                 continue
-            regraded = sample.with_grade(task.grade(problems[sample.problem_id], sample.text))
+            grade = grade_safely(task, problems[sample.problem_id], sample.text)
+            regraded = sample.with_grade(grade)
             changed += (regraded.answer, regraded.correct) != (sample.answer, sample.correct)
             graded.append(regraded)
         store.write_grades(graded)

@@ -11,6 +11,7 @@ from seqpar.errors import SeqparError, unknown
 from seqpar.types import Grade, Problem
 
 CODE_TASKS = ("humaneval", "livecodebench")
+HARNESS_ERROR = "harness error"
 
 
 class Task(Protocol):
@@ -39,6 +40,20 @@ class Task(Protocol):
     def describe(self) -> dict[str, Any]:
         """What the manifest records about the task and its data."""
         ...
+
+
+def grade_safely(task: Task, problem: Problem, text: str) -> Grade:
+    """`task.grade`, except that a failure to grade this one sample becomes its grade
+    (incorrect, reason "harness error: …") instead of ending the run. A sandbox that cannot
+    isolate at all still ends it: that is the machine's problem, not the sample's."""
+    from seqpar.sandbox import SandboxUnavailable
+
+    try:
+        return task.grade(problem, text)
+    except SandboxUnavailable:
+        raise
+    except Exception as error:
+        return Grade(None, False, f"{HARNESS_ERROR}: {type(error).__name__}: {error}"[:600])
 
 
 def task_names() -> tuple[str, ...]:

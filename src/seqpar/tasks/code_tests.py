@@ -1,37 +1,70 @@
-"""Test cases for model-written code and the harness that runs them in the sandbox.
+"""Test cases for model-written code, and the trusted judge that runs them.
 
 Three kinds of test:
 
-- `assert`: a Python statement run with the solution's names and `candidate` (the entry
-  point) bound, e.g. HumanEval's checks. `assert L == R` is split so failures report the
-  actual value of L and the expected value of R.
+- `assert`: a statement of the task's own test code (HumanEval's `check`), run in *this*
+  (trusted) process with `candidate` and the entry point's name bound to a proxy: each call
+  sends its arguments to the solution loaded in the sandbox and returns the plain data it
+  returned (a `sandbox.Session`). `assert L == R` is split so failures report L and R.
 - `functional`: call the entry point (or `Solution().<name>` for LeetCode-style starter
   code) with JSON arguments, one per input line, and compare with the JSON output.
-- `stdin`: run the whole program with the input on stdin and compare stdout line by line
-  (whitespace at line ends ignored).
+- `stdin`: run the whole program, in its own sandbox, with the input on stdin and compare
+  its stdout here.
 
-Verdict guarantees of the in-process harness (on top of the sandbox's): a solution that
-exits or crashes while loading fails every test; one that exits during the tests fails the
-tests not yet reported; builtins the solution replaces are restored before every test and
-after every call; values returned by the solution must be plain built-in data (so an object
-whose `__eq__` always answers True fails); results are only accepted on lines carrying a
-random per-run token. A solution that searches the harness's frames or memory for that
-token can still forge results: grades are measurements, not a security boundary.
+The verdict is computed here, never in the sandbox: the solution can change only what its
+own calls return and what it prints. The trusted `context` (HumanEval's prompt, with helpers
+such as `poly` that `check` uses) and setup statements run here too, so a solution cannot
+redefine what the tests call. The tests see a private `random` module seeded with 0 for
+every solution, so randomised checks (HumanEval/32, /38, /50) give every solution the same
+inputs: behaviour digests of two solutions are comparable.
+
+Each test has its own time budget (`Limits.timeout_s`). A solution that fails to load fails
+every test with the reason; one whose process ends during a test (it exited, crashed, was
+killed at its memory limit, or broke the reply protocol) fails that test and is started
+afresh for the next; after a test times out, the remaining call tests fail without running.
+Each result carries `behaviour`: a digest of what the solution returned or raised (stdin
+tests: what it printed and how it ended), never of the expected output, so answer classes
+for voting can be built from any test's inputs.
 """
 
 from __future__ import annotations
 
 import ast
+import builtins
+import hashlib
 import json
-import secrets
+import random
+import sys
+import time
+import traceback
+import types
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from seqpar.sandbox import Execution, Job, Limits, run_many
+from seqpar import _sandbox_runner as runner
+from seqpar.sandbox import (
+    INT_DIGITS,
+    STARTUP_S,
+    CallFailed,
+    Execution,
+    Job,
+    Limits,
+    Session,
+    SessionEnded,
+    run_many,
+)
 from seqpar.types import TestResult
 
 TAIL_CHARS = 600
 SHOWN_CHARS = 300
+TIMED_OUT = "timed out"
+NOT_RUN_AFTER_TIMEOUT = "not run: an earlier test timed out"
+
+# Expected outputs and returned values may be long integers (LiveCodeBench's evaluator
+# allows 50,000 digits); Python's default of 4,300 would make them fail to parse here.
+if 0 < sys.get_int_max_str_digits() < INT_DIGITS:
+    sys.set_int_max_str_digits(INT_DIGITS)
 
 
 @dataclass(frozen=True)
@@ -48,106 +81,6 @@ class TestCase:
             raise ValueError(f"unknown test kind {self.kind!r}; known: assert, functional, stdin")
 
 
-HARNESS = r"""
-import builtins as _builtins, io as _io, json as _json, os as _os, sys as _sys
-import traceback as _traceback
-
-
-def _main(token, solution, entry, method, tests):
-    plain = (int, float, complex, str, bytes, bool, type(None), list, tuple, dict, set, frozenset)
-    saved = dict(_builtins.__dict__)
-    write, dumps, type_, repr_, len_ = _os.write, _json.dumps, type, repr, len
-
-    def emit(record):
-        write(1, (token + " " + dumps(record) + "\n").encode())
-
-    def restore():
-        _builtins.__dict__.clear()
-        _builtins.__dict__.update(saved)
-
-    def check_plain(value):
-        kind = type_(value)
-        if kind not in plain:
-            raise TypeError("returned a " + kind.__name__ + ", not plain built-in data")
-        if kind in (list, tuple, set, frozenset):
-            for item in value:
-                check_plain(item)
-        elif kind is dict:
-            for key, item in value.items():
-                check_plain(key)
-                check_plain(item)
-
-    def failure(error):
-        lines = _traceback.format_exception(type_(error), error, error.__traceback__)
-        return "".join(lines)[-%(tail)d:]
-
-    def shown(value):
-        text = repr_(value)
-        return text if len_(text) <= %(shown)d else text[:%(shown)d] + "…"
-
-    namespace = {"__name__": "__main__"}
-    captured = _io.StringIO()
-    real_stdout = _sys.stdout
-    _sys.stdout = captured
-    try:
-        exec(compile(solution, "solution.py", "exec"), namespace)
-    except BaseException as error:  # SystemExit too: exiting before the tests is a failure
-        restore()
-        _sys.stdout = real_stdout
-        emit({"load_error": failure(error)})
-        return
-    restore()
-    target = namespace.get(entry)
-    if method is not None and target is not None:
-        try:
-            target = getattr(target(), method)
-        except BaseException as error:
-            target = None
-    if target is None:
-        _sys.stdout = real_stdout
-        emit({"load_error": "the solution defines no " + repr_(method or entry)})
-        return
-
-    def candidate(*args, **kwargs):
-        try:
-            result = target(*args, **kwargs)
-        finally:
-            restore()
-        check_plain(result)
-        return result
-
-    scope = dict(namespace)
-    scope["candidate"] = candidate
-    scope[entry] = candidate
-    for index, (kind, source, expected, setup) in enumerate(tests):
-        record = {"index": index, "passed": False}
-        try:
-            restore()
-            if kind == "functional":
-                args = [_json.loads(line) for line in source.splitlines() if line.strip()]
-                actual = candidate(*args)
-                record["actual"] = shown(actual)
-                record["passed"] = _json.loads(dumps(actual)) == _json.loads(expected)
-            elif expected:
-                actual = eval(source, scope)
-                wanted = eval(expected, scope)
-                record["actual"] = shown(actual)
-                record["passed"] = bool(type_(actual) in plain and actual == wanted)
-            else:
-                exec(source, scope)
-                record["passed"] = True
-        except BaseException as error:
-            record["error"] = failure(error)
-        if not setup:
-            emit(record)
-    _sys.stdout = real_stdout
-    emit({"done": True})
-
-
-_main(%(args)s)
-"""
-
-
 def split_assert(statement: str) -> tuple[str, str]:
     """(left, right) sources of `assert left == right`, else (statement, "")."""
     tree = ast.parse(statement)
@@ -162,66 +95,177 @@ def split_assert(statement: str) -> tuple[str, str]:
     return statement, ""
 
 
-def harness(
-    solution: str, entry: str, method: str | None, tests: Sequence[TestCase], token: str
-) -> str:
-    """The program that loads `solution` and runs the in-process tests, one result line each."""
-    rows = []
-    for test in tests:
-        if test.kind == "assert" and not test.expected:
-            source, expected = split_assert(test.input)
-        else:
-            source, expected = test.input, test.expected
-        rows.append((test.kind, source, expected, test.setup))
-    args = ", ".join(repr(a) for a in (token, solution, entry, method, rows))
-    return HARNESS % {"tail": TAIL_CHARS, "shown": SHOWN_CHARS, "args": args}
+def behaviour_digest(events: Sequence[Any]) -> str:
+    """A short digest of what a solution did during one test."""
+    return hashlib.sha256(json.dumps(events, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def parse_results(execution: Execution, tests: Sequence[TestCase], token: str) -> list[TestResult]:
-    """Results of the counted (non-setup) tests from the harness output; unreported ones fail."""
-    counted = [(i, t) for i, t in enumerate(tests) if not t.setup]
-    reported: dict[int, dict] = {}
-    load_error = ""
-    for line in execution.stdout.splitlines():
-        if not line.startswith(token + " "):
-            continue
-        record = json.loads(line[len(token) + 1 :])
-        if "load_error" in record:
-            load_error = record["load_error"]
-        elif "index" in record:
-            reported[record["index"]] = record
-    if execution.timed_out:
-        missing = "timed out"
-    elif execution.output_truncated:
-        missing = "output limit exceeded"
-    else:
-        missing = load_error or (
-            "the program stopped before this test ran"
-            + (f" (exit code {execution.exit_code})" if execution.exit_code else "")
-            + (f"\n{execution.stderr[-TAIL_CHARS:]}" if execution.stderr else "")
-        )
-    results = []
-    for index, test in counted:
-        record = reported.get(index)
-        if record is None:
-            results.append(TestResult(False, test.input, test.expected, "", missing))
-        else:
-            results.append(
-                TestResult(
-                    bool(record["passed"]),
-                    test.input,
-                    test.expected,
-                    record.get("actual", ""),
-                    record.get("error", ""),
+def shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "…"
+
+
+def failure(error: BaseException) -> str:
+    lines = traceback.format_exception(type(error), error, error.__traceback__)
+    return "".join(lines)[-TAIL_CHARS:]
+
+
+def last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def seeded_random() -> types.ModuleType:
+    """A private copy of the `random` module whose functions draw from Random(0)."""
+    module = types.ModuleType("random")
+    module.__dict__.update(vars(random))
+    generator = random.Random(0)
+    for name, value in vars(random).items():
+        if getattr(value, "__self__", None) is random._inst:  # type: ignore[attr-defined]
+            setattr(module, name, getattr(generator, name))
+    return module
+
+
+class CallJudge:
+    """Runs `assert` and `functional` tests of one solution through a sandbox session."""
+
+    def __init__(
+        self, solution: str, entry: str, method: str | None, limits: Limits, context: str
+    ) -> None:
+        self.solution, self.entry, self.method, self.limits = solution, entry, method, limits
+        self.session: Session | None = None
+        self.stopped = ""  # why the remaining tests are not run
+        self.events: list[Any] = []
+        self.deadline = 0.0
+        private = {"random": seeded_random()}
+        real_import = builtins.__import__
+
+        def tests_import(name: str, *args: Any, **kwargs: Any) -> Any:
+            return private[name] if name in private else real_import(name, *args, **kwargs)
+
+        self.scope: dict[str, Any] = {
+            "__name__": "__tests__",
+            "__builtins__": {**vars(builtins), "__import__": tests_import},
+        }
+        exec(compile(context, "context.py", "exec"), self.scope)
+        self.scope["candidate"] = self.scope[entry or "candidate"] = self.candidate
+
+    def candidate(self, *args: Any, **kwargs: Any) -> Any:
+        """The proxy the tests call: forwards the call to the sandboxed solution."""
+        if kwargs:
+            raise TypeError("the judge forwards positional arguments only")
+        session = self.ensure_session()
+        try:
+            value = session.call(args, self.deadline)
+        except SessionEnded as ended:
+            self.events.append(["ended", last_line(str(ended).split("\n")[0])])
+            if ended.timed_out:
+                self.stopped = NOT_RUN_AFTER_TIMEOUT
+            raise
+        except CallFailed as error:
+            self.events.append(["raised", last_line(str(error))])
+            raise
+        self.events.append(["returned", runner.encode(value)])
+        return value
+
+    def ensure_session(self) -> Session:
+        if self.session is not None and self.session.alive:
+            return self.session
+        if self.stopped:
+            raise SessionEnded(self.stopped)
+        self.close()
+        self.session = Session(self.solution, self.entry, self.method, self.limits)
+        try:
+            self.session.load(time.monotonic() + self.limits.timeout_s + STARTUP_S)
+        except SessionEnded as ended:
+            # A solution that cannot load will not load for the next test either.
+            self.stopped = str(ended) if not ended.timed_out else f"{TIMED_OUT} while loading"
+            raise SessionEnded(self.stopped, ended.timed_out) from None
+        return self.session
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+    def run(self, tests: Sequence[TestCase]) -> list[TestResult]:
+        """Results of the counted (non-setup) tests, in order."""
+        results = []
+        try:
+            for test in tests:
+                result = self.run_one(test)
+                if not test.setup:
+                    results.append(result)
+        finally:
+            self.close()
+        return results
+
+    def run_one(self, test: TestCase) -> TestResult:
+        if self.stopped:
+            return TestResult(False, test.input, test.expected, "", self.stopped)
+        self.events = []
+        self.deadline = time.monotonic() + self.limits.timeout_s
+        passed, actual, error = False, "", ""
+        try:
+            if test.kind == "functional":
+                args = [json.loads(line) for line in test.input.splitlines() if line.strip()]
+                value = self.candidate(*args)
+                actual = shown(value)
+                passed = json.loads(json.dumps(value)) == json.loads(test.expected)
+            else:
+                source, expected = (
+                    (test.input, test.expected) if test.expected else split_assert(test.input)
                 )
-            )
-    return results
+                if expected:
+                    value = eval(source, self.scope)
+                    actual = shown(value)
+                    passed = bool(value == eval(expected, self.scope))
+                else:
+                    exec(source, self.scope)
+                    passed = True
+        except SessionEnded as ended:
+            error = str(ended)
+        except CallFailed as failed:
+            error = str(failed)
+        except Exception as other:  # the test's own assertion, or its code on a bad value
+            error = failure(other)
+        if self.stopped == NOT_RUN_AFTER_TIMEOUT and not error:
+            error = TIMED_OUT
+        return TestResult(
+            passed and not error,
+            test.input,
+            test.expected,
+            actual,
+            error,
+            behaviour_digest(self.events),
+        )
 
 
 def same_output(actual: str, expected: str) -> bool:
     """stdin/stdout comparison: equal line by line after stripping line ends and the ends."""
     lines = lambda text: [line.rstrip() for line in text.strip().splitlines()]  # noqa: E731
     return lines(actual) == lines(expected)
+
+
+def stdin_result(test: TestCase, execution: Execution) -> TestResult:
+    passed = execution.ok and same_output(execution.stdout, test.expected)
+    if passed:
+        error = ""
+    elif execution.timed_out:
+        error = TIMED_OUT
+    elif execution.output_truncated:
+        error = "output limit exceeded"
+    else:
+        error = execution.stderr[-TAIL_CHARS:]
+    ending = "timed out" if execution.timed_out else (execution.exit_code, execution.signal)
+    return TestResult(
+        passed,
+        test.input,
+        test.expected,
+        execution.stdout[:SHOWN_CHARS],
+        error,
+        behaviour_digest([execution.stdout, ending, last_line(execution.stderr)]),
+    )
 
 
 def run_tests(
@@ -232,36 +276,21 @@ def run_tests(
     method: str | None = None,
     limits: Limits | None = None,
     workers: int | None = None,
+    context: str = "",
 ) -> list[TestResult]:
-    """Run every test of `solution` in the sandbox; results in test order (setup ones omitted)."""
+    """Run every test of `solution`; results in test order (setup ones omitted).
+
+    `context` is trusted code the tests may use (run here, never in the sandbox)."""
     limits = limits or Limits()
-    in_process = [t for t in tests if t.kind != "stdin"]
     stdin_tests = [t for t in tests if t.kind == "stdin"]
-    token = secrets.token_hex(16)
-    jobs = [Job(solution, t.input, limits) for t in stdin_tests]
-    if in_process:
-        jobs.append(Job(harness(solution, entry, method, in_process, token), "", limits))
-    executions = run_many(jobs, workers)
-    stdin_results = iter(
-        stdin_result(test, execution)
-        for test, execution in zip(stdin_tests, executions, strict=False)
+    call_tests = [t for t in tests if t.kind != "stdin"]
+    executions = run_many([Job(solution, t.input, limits) for t in stdin_tests], workers)
+    stdin_results = iter(stdin_result(t, e) for t, e in zip(stdin_tests, executions, strict=True))
+    call_results = iter(
+        CallJudge(solution, entry, method, limits, context).run(call_tests) if call_tests else []
     )
-    process_results = iter(parse_results(executions[-1], in_process, token) if in_process else [])
     return [
-        next(stdin_results) if t.kind == "stdin" else next(process_results)
+        next(stdin_results) if t.kind == "stdin" else next(call_results)
         for t in tests
         if not t.setup
     ]
-
-
-def stdin_result(test: TestCase, execution: Execution) -> TestResult:
-    passed = execution.ok and same_output(execution.stdout, test.expected)
-    if passed:
-        error = ""
-    elif execution.timed_out:
-        error = "timed out"
-    elif execution.output_truncated:
-        error = "output limit exceeded"
-    else:
-        error = execution.stderr[-TAIL_CHARS:]
-    return TestResult(passed, test.input, test.expected, execution.stdout[:SHOWN_CHARS], error)

@@ -1,0 +1,217 @@
+"""Inside the sandbox: `python -I -S -c <this file> CONFIG`. Standard library only.
+
+The first thing the runner does is apply the per-process limits; then it reads the untrusted
+program from the job descriptor and either runs it as `__main__` (mode "program", stdin
+tests: its stdout is compared outside) or loads it and answers calls (mode "serve": each
+request carries arguments, each reply the plain-data value the solution returned or the
+error it raised). Nothing here decides a verdict: whatever the program does to this process,
+it can only change what its own calls return.
+
+The plain-data codec lives here because both sides need it: the trusted side imports
+`encode`/`decode` from this module, the sandboxed side runs it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+
+MAX_DEPTH = 100
+FRAME_HEADER = 8
+TAIL_CHARS = 600
+MAX_FRAME = 1 << 30  # requests come from the trusted side
+TAGS = ("tuple", "set", "frozenset", "dict", "bytes", "complex")
+
+
+def encode(value: object, depth: int = 0) -> object:
+    """A JSON-able tagged form of plain built-in data; TypeError for anything else."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"data nested deeper than {MAX_DEPTH} levels")
+    kind = type(value)
+    if value is None or kind in (bool, int, float, str):
+        return value
+    if kind is list:
+        return [encode(item, depth + 1) for item in value]  # type: ignore[attr-defined]
+    if kind in (tuple, set, frozenset):
+        return {kind.__name__: [encode(item, depth + 1) for item in value]}  # type: ignore
+    if kind is dict:
+        pairs = value.items()  # type: ignore[attr-defined]
+        return {"dict": [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in pairs]}
+    if kind is bytes:
+        return {"bytes": base64.b64encode(value).decode()}  # type: ignore[arg-type]
+    if kind is complex:
+        return {"complex": [value.real, value.imag]}  # type: ignore[attr-defined]
+    raise TypeError(f"returned a {kind.__name__}, not plain built-in data")
+
+
+def decode(data: object, depth: int = 0) -> object:
+    """The value of an `encode`d form; ValueError for anything `encode` cannot produce."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"data nested deeper than {MAX_DEPTH} levels")
+    kind = type(data)
+    if data is None or kind in (bool, int, float, str):
+        return data
+    if kind is list:
+        return [decode(item, depth + 1) for item in data]  # type: ignore[attr-defined]
+    if kind is not dict or len(data) != 1:  # type: ignore[arg-type]
+        raise ValueError(f"not an encoded value: {type(data).__name__}")
+    ((tag, payload),) = data.items()  # type: ignore[attr-defined]
+    if tag in ("bytes",) and type(payload) is str:
+        return base64.b64decode(payload.encode(), validate=True)
+    if tag not in TAGS or type(payload) is not list:
+        raise ValueError(f"not an encoded value: tag {str(tag)[:20]!r}")
+    items = [decode(item, depth + 1) for item in payload]
+    if tag == "tuple":
+        return tuple(items)
+    if tag in ("set", "frozenset"):
+        return (set if tag == "set" else frozenset)(items)  # TypeError if unhashable
+    if tag == "complex" and len(items) == 2 and all(type(x) in (int, float) for x in items):
+        return complex(*items)  # type: ignore[arg-type]
+    if tag == "dict" and all(type(p) is list and len(p) == 2 for p in items):
+        return dict((key, value) for key, value in items)  # type: ignore[misc]
+    raise ValueError(f"malformed {tag}")
+
+
+def read_frame(fd: int, limit: int) -> bytes | None:
+    """One length-prefixed frame from `fd`; None at end of file."""
+    header = read_exactly(fd, FRAME_HEADER)
+    if header is None:
+        return None
+    size = int.from_bytes(header, "big")
+    if size > limit:
+        raise ValueError(f"frame of {size} bytes exceeds the limit of {limit}")
+    return read_exactly(fd, size) if size else b""
+
+
+def read_exactly(fd: int, size: int) -> bytes | None:
+    chunks, left = [], size
+    while left:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def frame(payload: bytes) -> bytes:
+    """`payload` with its length prefix."""
+    return len(payload).to_bytes(FRAME_HEADER, "big") + payload
+
+
+def set_limits(limits: dict) -> None:
+    import resource
+
+    # CPU: SIGXCPU at the soft limit, SIGKILL a second later if the program ignores it.
+    resource.setrlimit(resource.RLIMIT_CPU, (limits["cpu_s"], limits["cpu_s"] + 1))
+    pairs = [
+        (resource.RLIMIT_AS, limits["memory_bytes"]),
+        (resource.RLIMIT_FSIZE, limits["file_bytes"]),
+        (resource.RLIMIT_NOFILE, limits["open_files"]),
+        (resource.RLIMIT_CORE, 0),
+    ]
+    if limits.get("nproc"):
+        pairs.append((resource.RLIMIT_NPROC, limits["nproc"]))
+    for limit, value in pairs:
+        resource.setrlimit(limit, (value, value))
+
+
+def failure(error: BaseException) -> str:
+    import traceback
+
+    lines = traceback.format_exception(type(error), error, error.__traceback__)
+    return "".join(lines)[-TAIL_CHARS:]
+
+
+def run_program(code: str, status: int) -> None:
+    """Mode "program": the code as `__main__`; then its exit status on `status` and a fast
+    exit (the trusted side stops waiting at that line, and tears the sandbox down later)."""
+    module = type(sys)("__main__")
+    module.__dict__["__builtins__"] = __builtins__
+    sys.modules["__main__"] = module
+    sys.argv = ["program.py"]
+    exit_code = 0
+    try:
+        exec(compile(code, "program.py", "exec"), module.__dict__)
+    except SystemExit as exit_:
+        if isinstance(exit_.code, int) or exit_.code is None:
+            exit_code = exit_.code or 0
+        else:
+            print(exit_.code, file=sys.stderr)
+            exit_code = 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        exit_code = 1
+    try:
+        if "threading" in sys.modules:  # as at a normal exit: wait for non-daemon threads
+            sys.modules["threading"]._shutdown()  # type: ignore[attr-defined]
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os.write(status, f"{exit_code & 0xFF}\n".encode())
+        os._exit(exit_code & 0xFF)
+
+
+def serve(job: dict, fds: dict) -> None:
+    """Mode "serve": load the solution, then answer one call per request frame."""
+
+    def reply(record: dict) -> None:
+        os.write(fds["replies"], frame(json.dumps(record).encode()))
+
+    namespace = {"__name__": "solution", "__builtins__": __builtins__}
+    try:
+        exec(compile(job["code"], "solution.py", "exec"), namespace)
+        target = namespace.get(job["entry"])
+        if job["method"] is not None and target is not None:
+            target = getattr(target(), job["method"])
+        if target is None:
+            raise NameError(f"the solution defines no {job['method'] or job['entry']!r}")
+    except BaseException as error:  # SystemExit too: exiting while loading is a failure
+        reply({"load_error": failure(error)})
+        return
+    reply({"loaded": True})
+    while (request := read_frame(fds["requests"], MAX_FRAME)) is not None:
+        call = json.loads(request)
+        try:
+            args = decode(call["args"])
+            result = encode(target(*args))  # type: ignore[misc]
+        except BaseException as error:
+            reply({"error": failure(error)})
+        else:
+            reply({"value": result})
+
+
+def main() -> None:
+    config = json.loads(sys.argv[1])
+    set_limits(config["limits"])
+    if config["become"] is not None:
+        os.setgroups([])
+        os.setgid(config["become"])
+        os.setuid(config["become"])
+    sys.set_int_max_str_digits(config["int_digits"])
+    if config.get("probe"):
+        return
+    import site
+
+    site.setquit()  # quit() and exit() as in a normal interpreter (-S skips them)
+    fds = config["fds"]
+    with os.fdopen(fds["job"], "rb") as handle:
+        job = json.loads(handle.read())
+    if job["mode"] == "serve":
+        os.close(fds["started"])
+        # Printing is allowed and goes to stderr; the reply descriptor stays private.
+        os.dup2(2, 1)
+        serve(job, fds)
+        return
+    for name in ("requests", "replies"):
+        os.close(fds[name])
+    os.write(fds["started"], b".")
+    run_program(job["code"], fds["started"])
+
+
+if __name__ == "__main__":
+    main()

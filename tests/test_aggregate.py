@@ -119,3 +119,30 @@ def test_best_of_n_by_verifier_score():
     assert parallel_score(solutions, 2, "best-of-n") == pytest.approx(2 / 3)
     assert chain_score(solutions, 1, "best-of-n") == 0.0
     assert chain_score(solutions, 2, "best-of-n") == 1.0
+
+
+def test_majority_class_scores_its_share_of_correct_members():
+    # Class A wins 3 to 1 with one correct member of three: a random member is right 1/3.
+    assert majority_score([A_RIGHT, A_WRONG, A_WRONG, B_WRONG]) == pytest.approx(1 / 3)
+    assert majority_score([A_WRONG, A_RIGHT, B_WRONG]) == pytest.approx(0.5)
+    assert majority_score([A_RIGHT, A_RIGHT, NONE, B_WRONG]) == 1.0
+    # Tie between A (share 1/2) and B (share 1): expected = mean of the shares; first/last
+    # take the class whose earliest/latest member comes first/last.
+    b_right = Solution("B", True)
+    tied = [A_RIGHT, A_WRONG, b_right, b_right]
+    assert majority_score(tied, ties="expected") == pytest.approx(0.75)
+    assert majority_score(tied, ties="first") == pytest.approx(0.5)
+    assert majority_score(tied, ties="last") == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="unknown ties rule"):
+        majority_score(tied, ties="random")  # type: ignore[arg-type]
+
+
+def test_class_shares_in_subsets_and_chains_hand_computed():
+    solutions = [A_RIGHT, A_WRONG, B_WRONG]
+    # k=2: {0,1} -> A, share 1/2; {0,2} -> tie A (1) / B (0): 1/2; {1,2} -> tie 0 / 0: 0
+    assert parallel_score(solutions, 2, "majority") == pytest.approx((0.5 + 0.5 + 0.0) / 3)
+    # k=3: A wins 2 to 1 with one correct member of two (any-member scoring would say 1.0)
+    assert parallel_score(solutions, 3, "majority") == pytest.approx(0.5)
+    assert [chain_score(solutions, k, "majority") for k in (1, 2, 3)] == pytest.approx(
+        [1.0, 0.5, 0.5]
+    )

@@ -145,3 +145,52 @@ def test_livecodebench_date_filter_and_errors(tmp_path):
         LiveCodeBenchTask(tmp_path, "v1").load()
     with pytest.raises(Exception, match=r"unknown LiveCodeBench release 'v9'"):
         LiveCodeBenchTask(FIXTURES, "v9")
+
+
+def test_digest_uses_behaviour_not_expected_outputs():
+    from seqpar.tasks.code import digest
+    from seqpar.types import TestResult
+
+    passing = TestResult(True, "f(1)", "2", "2", "", behaviour="returned 2")
+    failing = TestResult(False, "f(1)", "3", "2", "", behaviour="returned 2")
+    assert digest([passing]) == digest([failing])  # same behaviour, different expectations
+    other = TestResult(True, "f(1)", "2", "2", "", behaviour="returned 2.0")
+    assert digest([other]) != digest([passing])
+    assert digest([]) is None
+    # Results from a harness without `behaviour`: (actual, last error line), as before.
+    old = TestResult(False, "f(1)", "2", "", "Traceback ...\nValueError: x")
+    same_error = TestResult(False, "f(1)", "5", "", "Traceback (other)\nValueError: x")
+    assert digest([old]) == digest([same_error])
+    assert digest([TestResult(False, "f(1)", "2", "", " \n")]) is not None
+
+
+def test_canonical_solutions_win_the_majority_vote_on_every_problem(humaneval):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from seqpar.aggregate import Solution, majority_score
+
+    task, problems = humaneval
+    # HumanEval/50 has no public tests: a wrong program must get its own class, a rewrite of
+    # the canonical solution the canonical one's.
+    extra = {
+        "wrong": problems["HumanEval/50"].question + "    return s\n",
+        "rewrite": "def decode_shift(s: str):\n"
+        "    return ''.join(chr((ord(c) - 97 - 5) % 26 + 97) for c in s)\n",
+    }
+    jobs = [(pid, p, p.question + p.meta["canonical"]) for pid, p in problems.items()]
+    jobs += [(name, problems["HumanEval/50"], code) for name, code in extra.items()]
+    with ThreadPoolExecutor(2) as pool:
+        graded = pool.map(lambda job: (job[0], task.grade(job[1], block(job[2]))), jobs)
+        grades = dict(graded)
+    without_public = [pid for pid, p in problems.items() if not task.spec(p).public]
+    assert len(without_public) == 42  # their behaviour class comes from the hidden inputs
+    assert [pid for pid in problems if grades[pid].answer is None] == []
+    majority = {
+        pid: majority_score([Solution(grades[pid].answer, grades[pid].correct)]) for pid in problems
+    }
+    assert [pid for pid, score in majority.items() if score != 1.0] == []
+    wrong, rewrite = grades["wrong"], grades["rewrite"]
+    assert rewrite.correct and not wrong.correct
+    assert rewrite.answer == grades["HumanEval/50"].answer != wrong.answer
+    votes = [Solution(wrong.answer, False)] * 2 + [Solution(rewrite.answer, True)] * 3
+    assert majority_score(votes) == 1.0

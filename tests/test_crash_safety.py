@@ -6,12 +6,15 @@ import random
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from seqpar.store import LOCK
 
 from .conftest import TEST_MODEL
 from .test_e2e import cli
@@ -45,22 +48,35 @@ def stored(out: Path) -> int:
     return sum(len(lines_of(path)) for path in out.rglob("samples.jsonl"))
 
 
-def kill_at_random_moments(
-    args: list[str], kills: int, window: tuple[float, float], seed: int, observe: Callable
+Moment = Callable[[list[str]], bool]  # has the process reached it? (given its stderr lines)
+
+
+def kill_on_progress(
+    args: list[str], kills: int, moments: list[Callable[[], Moment]], seed: int, observe: Callable
 ) -> tuple[subprocess.CompletedProcess, list]:
-    """Start the command `kills` times, SIGKILL each after a random delay and `observe()`
-    what it left, then run it to completion; returns that run's result and the observations."""
+    """Start the command `kills` times; each time SIGKILL it as soon as it reaches a moment
+    drawn from `moments` (observed progress, never a clock) and `observe()` what it left;
+    then run it to completion. Returns that run's result and the observations."""
     rng = random.Random(seed)
     observed = []
     for _ in range(kills):
+        reached = rng.choice(moments)()
         process = subprocess.Popen(
             [sys.executable, "-m", "seqpar.cli", *args],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
-        time.sleep(rng.uniform(*window))
+        lines: list[str] = []
+        reader = threading.Thread(target=lines.extend, args=(process.stderr,), daemon=True)
+        reader.start()
+        guard = time.monotonic() + 600  # against a hang only; never decides when to kill
+        while process.poll() is None and not reached(lines):
+            assert time.monotonic() < guard, "the command neither progressed nor ended"
+            time.sleep(0.01)
         process.kill()
         process.wait()
+        reader.join()
         observed.append(observe())
     return cli(*args), observed
 
@@ -76,8 +92,16 @@ def reference(tmp_path_factory) -> Path:
 
 def test_a_run_killed_ten_times_ends_as_the_uninterrupted_run(reference, tmp_path):
     out = tmp_path / "killed"
-    final, after_kills = kill_at_random_moments(
-        [*RUN, "--out", str(out)], 10, (7, 17), seed=7, observe=lambda: stored(out)
+
+    def generating() -> Moment:  # a round has started generating (or loading the model)
+        return lambda lines: any("samples to generate" in line for line in lines)
+
+    def new_lines() -> Moment:  # samples were stored since this start
+        before = stored(out)
+        return lambda lines: stored(out) > before
+
+    final, after_kills = kill_on_progress(
+        [*RUN, "--out", str(out)], 10, [generating, new_lines], seed=7, observe=lambda: stored(out)
     )
     assert final.returncode == 0, final.stderr
     assert any(0 < count < 12 for count in after_kills), after_kills  # killed mid-run
@@ -96,8 +120,15 @@ def test_grading_killed_at_random_moments_leaves_whole_files_and_the_same_grades
     expected = lines_of(run / "grades.jsonl")
     (run / "grades.jsonl").unlink()
     # lines_of fails on a half-written file: each kill must leave it absent or whole.
-    final, _ = kill_at_random_moments(
-        grade, 10, (0.5, 4), seed=3, observe=lambda: lines_of(run / "grades.jsonl")
+
+    def grading() -> Moment:  # the run's lock is held: grading is under way
+        return lambda lines: (run / LOCK).exists() and "pid" in (run / LOCK).read_text()
+
+    def writing() -> Moment:  # the new grades file is being written next to the run
+        return lambda lines: any(p.name.startswith("tmp") for p in run.iterdir())
+
+    final, _ = kill_on_progress(
+        grade, 10, [grading, writing], seed=3, observe=lambda: lines_of(run / "grades.jsonl")
     )
     assert final.returncode == 0
     assert lines_of(run / "grades.jsonl") == expected and len(expected) == 12

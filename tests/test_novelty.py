@@ -115,3 +115,60 @@ def test_embedding_rejection_with_the_real_model(tmp_path, small_engine):
     assert sum(s.status == "rejected" for s in draws) == 4
     assert sum(s.status == "ok" for s in draws) == 3
     assert summarize(str(tmp_path)).generated_tokens == sum(s.completion_tokens for s in draws)
+
+
+class SeedScriptedEngine(ScriptedEngine):
+    """Answers each seed with the text scripted for it."""
+
+    def __init__(self, texts: dict[int, str]) -> None:
+        super().__init__()
+        self.texts = texts
+
+    def generate(self, requests: Sequence[Request], params: SamplingParams):
+        for index, request in enumerate(requests):
+            yield (
+                index,
+                [Completion(self.texts[s], 10, 5, "stop", s, 0.1) for s in request.seeds],
+            )
+
+
+def test_parallel_rejection_run_is_scored_by_its_first_k_accepted_draws(tmp_path):
+    from seqpar.aggregate import budgets, parallel_score
+    from seqpar.engines import derive_seed
+    from seqpar.report.summary import load_run, markdown, solutions_by_problem
+
+    config = RunConfig(
+        task="arith", strategy="parallel", n=3, limit=1, reject="answer", max_retries=1
+    )
+    problem = config.build_task().load()[0]
+
+    def seed(chain: int, attempt: int = 0) -> int:
+        return derive_seed(0, problem.id, chain, 1, *([attempt] if attempt else []))
+
+    wrong, other, right = "\\boxed{1000001}", "\\boxed{1000002}", f"\\boxed{{{problem.answer}}}"
+    # Chain 0 is accepted (wrong), chain 1 repeats it and is redrawn, chain 2 is accepted
+    # (right), chain 1's redraw is accepted last (wrong): acceptance order 0, 2, 1.
+    texts = {seed(0): wrong, seed(1): wrong, seed(2): right, seed(1, 1): other}
+    engine = SeedScriptedEngine(texts)
+    execute(config, tmp_path, engine=engine)
+    run = load_run(str(tmp_path))
+    assert [(s.chain, s.status) for s in run.draws] == [
+        (0, "ok"),
+        (1, "rejected"),
+        (2, "ok"),
+        (1, "ok"),
+    ]
+    assert run.ordered and run.slots == [[[(problem.id, c, 1) for c in (0, 2, 1)]]]
+    ks = budgets(3)
+    # First k accepted draws: wrong; wrong, right; wrong, right, wrong.
+    summary = summarize(str(tmp_path))
+    assert summary.reject == "answer"
+    assert summary.accuracy["pass@k"] == pytest.approx([0.0, 1.0, 1.0])
+    assert summary.accuracy["last"] == pytest.approx([0.0, 1.0, 0.0])
+    assert summary.accuracy["majority"] == pytest.approx([0.0, 0.5, 1 / 3])
+    # tokens to reach k accepted draws: slot 0 (5), slot 2 (5), slot 1 (5 rejected + 5)
+    assert run.tokens(ks).tolist() == [[5.0, 10.0, 20.0]]
+    # The exchangeable reading these draws are no longer scored by would say pass@1 = 1/3.
+    flat = solutions_by_problem(run.samples, run.problem_ids, run.strategy, str.__eq__)
+    assert parallel_score([c[0] for c in flat[0]], 1, "pass@k") == pytest.approx(1 / 3)
+    assert "scored by the first k accepted draws" in markdown([summary])

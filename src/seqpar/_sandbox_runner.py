@@ -14,6 +14,7 @@ The plain-data codec lives here because both sides need it: the trusted side imp
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import sys
@@ -101,11 +102,16 @@ def frame(payload: bytes) -> bytes:
     return len(payload).to_bytes(FRAME_HEADER, "big") + payload
 
 
+def set_cpu_limit(seconds: int) -> None:
+    """SIGXCPU at `seconds` of CPU time, SIGKILL a second later if the program ignores it."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 1))
+
+
 def set_limits(limits: dict) -> None:
     import resource
 
-    # CPU: SIGXCPU at the soft limit, SIGKILL a second later if the program ignores it.
-    resource.setrlimit(resource.RLIMIT_CPU, (limits["cpu_s"], limits["cpu_s"] + 1))
     pairs = [
         (resource.RLIMIT_AS, limits["memory_bytes"]),
         (resource.RLIMIT_FSIZE, limits["file_bytes"]),
@@ -126,8 +132,9 @@ def failure(error: BaseException) -> str:
 
 
 def run_program(code: str, status: int) -> None:
-    """Mode "program": the code as `__main__`; then its exit status on `status` and a fast
-    exit (the trusted side stops waiting at that line, and tears the sandbox down later)."""
+    """Mode "program": the code as `__main__` with the process's own stdin; then its exit
+    status on `status` and a fast exit (the trusted side stops waiting at that line, and
+    tears the sandbox down later)."""
     module = type(sys)("__main__")
     module.__dict__["__builtins__"] = __builtins__
     sys.modules["__main__"] = module
@@ -156,26 +163,92 @@ def run_program(code: str, status: int) -> None:
         os._exit(exit_code & 0xFF)
 
 
+class Captured(io.StringIO):
+    """The program's `sys.stdout` for one stdin test: kept up to a limit (and flagged past
+    it), with a `buffer` for programs that write bytes."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit, self.truncated = limit, False
+        self.buffer = CapturedBytes(self)
+
+    def write(self, text: str) -> int:
+        room = self.limit - self.tell()
+        if len(text) > room:
+            self.truncated = True
+            super().write(text[: max(room, 0)])
+        else:
+            super().write(text)
+        return len(text)
+
+
+class CapturedBytes:
+    def __init__(self, text: Captured) -> None:
+        self.text = text
+
+    def write(self, data: bytes) -> int:
+        self.text.write(bytes(data).decode("utf-8", errors="replace"))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def run_with_stdin(program: object, data: str, limit: int) -> dict:
+    """One stdin test: the program as `__main__` in a fresh namespace, its input on fd 0
+    (so `input()`, `sys.stdin.buffer` and `open(0)` all read it), `sys.stdout` captured.
+    Exiting (`sys.exit`, any code) ends the program normally, as in LiveCodeBench."""
+    path = "/tmp/.stdin"
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(data)
+    fd = os.open(path, os.O_RDONLY)
+    os.dup2(fd, 0)
+    os.close(fd)
+    sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)))
+    captured = sys.stdout = Captured(limit)
+    error = ""
+    try:
+        exec(program, {"__name__": "__main__", "__builtins__": __builtins__})
+    except SystemExit:
+        pass
+    except BaseException as raised:
+        error = failure(raised)
+    finally:
+        sys.stdout = sys.__stdout__
+    return {"stdout": captured.getvalue(), "truncated": captured.truncated, "error": error}
+
+
 def serve(job: dict, fds: dict) -> None:
-    """Mode "serve": load the solution, then answer one call per request frame."""
+    """Mode "calls": load the solution, then answer one call per request frame. Mode
+    "stdin": compile the program, then run it once per request frame's input."""
 
     def reply(record: dict) -> None:
         os.write(fds["replies"], frame(json.dumps(record).encode()))
 
     namespace = {"__name__": "solution", "__builtins__": __builtins__}
     try:
-        exec(compile(job["code"], "solution.py", "exec"), namespace)
-        target = namespace.get(job["entry"])
-        if job["method"] is not None and target is not None:
-            target = getattr(target(), job["method"])
-        if target is None:
-            raise NameError(f"the solution defines no {job['method'] or job['entry']!r}")
+        program = compile(job["code"], "solution.py", "exec")
+        if job["mode"] == "calls":
+            exec(program, namespace)
+            target = namespace.get(job["entry"])
+            if job["method"] is not None:
+                # As LiveCodeBench: a method of Solution() when the code defines the class,
+                # else a function of that name.
+                if "class Solution" in job["code"] and target is not None:
+                    target = getattr(target(), job["method"])
+                else:
+                    target = namespace.get(job["method"])
+            if target is None:
+                raise NameError(f"the solution defines no {job['method'] or job['entry']!r}")
     except BaseException as error:  # SystemExit too: exiting while loading is a failure
         reply({"load_error": failure(error)})
         return
     reply({"loaded": True})
     while (request := read_frame(fds["requests"], MAX_FRAME)) is not None:
         call = json.loads(request)
+        if job["mode"] == "stdin":
+            reply(run_with_stdin(program, call["stdin"], call["max_output"]))
+            continue
         try:
             args = decode(call["args"])
             result = encode(target(*args))  # type: ignore[misc]
@@ -201,7 +274,8 @@ def main() -> None:
     fds = config["fds"]
     with os.fdopen(fds["job"], "rb") as handle:
         job = json.loads(handle.read())
-    if job["mode"] == "serve":
+    set_cpu_limit(job["cpu_s"])
+    if job["mode"] != "program":
         os.close(fds["started"])
         # Printing is allowed and goes to stderr; the reply descriptor stays private.
         os.dup2(2, 1)

@@ -10,12 +10,18 @@ more) chains of N rounds. At budget k:
   then any@k), averaged over chains.
 
 Majority voting groups answers into equivalence classes (for code: identical behaviour on
-the public test inputs); a missing answer (None) never votes. Best-of-n picks the solution
-with the highest verifier score (for code: the share of public tests passed); solutions
-without a score rank below every scored one. Ties follow an explicit rule: "expected"
-(default) scores the fraction of tied choices that are correct — the expected accuracy of a
-uniformly random tie-break —, "first"/"last" take the tied choice that appears first/last
-(for majority: by its earliest/latest member).
+test inputs whose expected outputs are not used); a missing answer (None) never votes. The
+winning class scores the share of its members that are correct — the expected accuracy of
+submitting a random member (members of a behaviour class can differ on hidden tests).
+Best-of-n picks the solution with the highest verifier score (for code: the share of public
+tests passed); solutions without a score rank below every scored one. Ties follow an
+explicit rule: "expected" (default) scores the mean over the tied choices — the expected
+accuracy of a uniformly random tie-break —, "first"/"last" take the tied choice that
+appears first/last (for majority: by its earliest/latest member).
+
+A run with rejection sampling is not exchangeable (a draw was accepted only if it differed
+from those accepted before it): its draws form one ordered chain in acceptance order, so
+every aggregator sees the first k accepted draws (see `report.summary`).
 """
 
 from __future__ import annotations
@@ -53,39 +59,42 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def majority_score(solutions: Sequence[Solution], *, ties: Ties = "expected") -> float:
-    """Score of the majority vote over answer classes (1.0 correct, 0.0 wrong or no answer)."""
+    """Score of the majority vote: the winning class's share of correct members (0.0 when
+    no solution has an answer)."""
     counts: dict[Hashable, int] = {}
+    right: dict[Hashable, int] = {}
     first: dict[Hashable, int] = {}
     last: dict[Hashable, int] = {}
-    correct: dict[Hashable, bool] = {}
     for index, solution in enumerate(solutions):
         key = solution.answer_class
         if key is None:
             continue
         counts[key] = counts.get(key, 0) + 1
+        right[key] = right.get(key, 0) + solution.correct
         first.setdefault(key, index)
         last[key] = index
-        correct[key] = correct.get(key, False) or solution.correct
     if not counts:
         return 0.0
     top = max(counts.values())
     tied = [key for key, count in counts.items() if count == top]
+    tied.sort(key=(last if ties == "last" else first).__getitem__)
+    return pick_value([right[key] / counts[key] for key in tied], ties)
+
+
+def pick_value(values: Sequence[float], ties: Ties) -> float:
+    """Score of choosing among tied choices (in order) with these scores, under `ties`."""
+    if ties == "expected":
+        return sum(values) / len(values)
+    if ties == "first":
+        return float(values[0])
     if ties == "last":
-        tied.sort(key=last.__getitem__)
-    else:
-        tied.sort(key=first.__getitem__)
-    return pick_score([Solution(key, correct[key]) for key in tied], ties)
+        return float(values[-1])
+    raise ValueError(f"unknown ties rule {ties!r}; known: expected, first, last")
 
 
 def pick_score(tied: Sequence[Solution], ties: Ties) -> float:
     """Score of choosing among `tied` solutions (in order) under the ties rule."""
-    if ties == "expected":
-        return sum(s.correct for s in tied) / len(tied)
-    if ties == "first":
-        return float(tied[0].correct)
-    if ties == "last":
-        return float(tied[-1].correct)
-    raise ValueError(f"unknown ties rule {ties!r}; known: expected, first, last")
+    return pick_value([float(s.correct) for s in tied], ties)
 
 
 def best_of_n_score(solutions: Sequence[Solution], *, ties: Ties = "expected") -> float:

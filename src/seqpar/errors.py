@@ -8,3 +8,7 @@ class SeqparError(Exception):
 def unknown(kind: str, value: str, known: list[str] | tuple[str, ...]) -> SeqparError:
     """Build the standard "unknown X 'v'; known: a, b, …" error."""
     return SeqparError(f"unknown {kind} {value!r}; known: {', '.join(known)}")
+
+
+# How a grade that could not be computed starts its reason (counted by `seqpar report`).
+HARNESS_ERROR = "harness error"

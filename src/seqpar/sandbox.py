@@ -69,7 +69,7 @@ from pathlib import Path
 from typing import Any
 
 from seqpar import _sandbox_runner as runner
-from seqpar.errors import SeqparError
+from seqpar.errors import HARNESS_ERROR, SeqparError
 
 RUNNER_SOURCE = Path(runner.__file__).read_text()
 NOBODY = 65534
@@ -393,7 +393,6 @@ def runner_config(limits: Limits, nproc: int) -> dict:
         "int_digits": INT_DIGITS,
         "become": NOBODY if os.geteuid() == 0 else None,
         "limits": {
-            "cpu_s": limits.cpu_s,
             "memory_bytes": limits.memory_mb << 20,
             "file_bytes": limits.file_mb << 20,
             "open_files": limits.open_files,
@@ -425,7 +424,7 @@ def run(code: str, stdin: str = "", limits: Limits | None = None) -> Execution:
     start = time.perf_counter()
     runner_ = LAUNCHER.acquire(limits)
     try:
-        runner_.send_job({"mode": "program", "code": code})
+        runner_.send_job({"mode": "program", "code": code, "cpu_s": limits.cpu_s})
         stdout, stderr, status, truncated, expired = pump(runner_, stdin.encode(), limits)
         if status is None and not (expired or truncated):  # ended without its status line
             returncode = runner_.process.wait()
@@ -541,21 +540,34 @@ class SessionEnded(CallFailed):
 
 
 class Session:
-    """A loaded solution in the sandbox, answering calls of `entry` (or `Class().method`).
+    """A solution in the sandbox, answering requests: calls of `entry` (or
+    `Class().method`) when `entry` is given, else runs of the whole program with an input.
 
     Used as a context manager. `call()` sends plain-data arguments and returns the decoded
-    plain-data result, raises `CallFailed` with the solution's traceback tail when it raised,
-    and `SessionEnded` when the process is gone or breaks the protocol (the session is then
-    over). Each call must finish before `deadline` (a `time.monotonic()` value)."""
+    plain-data result, raising `CallFailed` with the solution's traceback tail when it
+    raised; `feed()` returns what the program printed for an input. Either raises
+    `SessionEnded` when the process is gone or breaks the protocol (the session is then
+    over). Each request must finish before its `deadline` (a `time.monotonic()` value);
+    `requests` sizes the session's CPU-time limit (that many times `limits.cpu_s`)."""
 
-    def __init__(self, code: str, entry: str, method: str | None, limits: Limits) -> None:
+    def __init__(
+        self, code: str, entry: str | None, method: str | None, limits: Limits, requests: int = 1
+    ) -> None:
         self.limits = limits
         self.stderr = bytearray()
         self.runner = LAUNCHER.acquire(limits)
         self.process = self.runner.process
         assert self.process.stdin is not None
         self.process.stdin.close()
-        self.runner.send_job({"mode": "serve", "code": code, "entry": entry, "method": method})
+        self.runner.send_job(
+            {
+                "mode": "stdin" if entry is None else "calls",
+                "code": code,
+                "entry": entry,
+                "method": method,
+                "cpu_s": limits.cpu_s * (requests + 1),
+            }
+        )
         self.drain = threading.Thread(target=self.read_output, daemon=True)
         self.drain.start()
         self.alive = True
@@ -589,7 +601,7 @@ class Session:
             reason += f"\n{tail}"
         return SessionEnded(reason, timed_out)
 
-    def receive(self, deadline: float) -> dict:
+    def receive(self, deadline: float, limit: int) -> dict:
         """The next reply, read within the deadline; SessionEnded otherwise."""
         data = bytearray()
         wanted = runner.FRAME_HEADER
@@ -611,8 +623,8 @@ class Session:
                 continue
             if size is None:
                 size = int.from_bytes(data, "big")
-                if size > self.limits.output_bytes:
-                    raise self.end("harness error: a reply exceeds the output limit")
+                if size > limit:
+                    raise self.end(f"{HARNESS_ERROR}: a reply exceeds the output limit")
                 data.clear()
                 wanted = size
                 if size:
@@ -623,44 +635,57 @@ class Session:
                     raise ValueError("not an object")
                 return reply
             except (ValueError, RecursionError) as error:
-                raise self.end(f"harness error: undecodable reply ({error})") from None
+                raise self.end(f"{HARNESS_ERROR}: undecodable reply ({error})") from None
 
     def load(self, deadline: float) -> None:
         """Wait for the solution to load; SessionEnded (reason: its error) when it did not."""
-        reply = self.receive(deadline)
+        reply = self.receive(deadline, self.limits.output_bytes)
         if "load_error" in reply:
             raise self.end(str(reply["load_error"]))
         if reply != {"loaded": True}:
-            raise self.end("harness error: unexpected reply while loading")
+            raise self.end(f"{HARNESS_ERROR}: unexpected reply while loading")
 
-    def call(self, args: Sequence[object], deadline: float) -> object:
-        """The solution's result for `args` (plain data)."""
+    def request(self, record: dict, deadline: float, reply_bytes: int) -> dict:
+        """Send one request and return its reply (SessionEnded when none comes in time)."""
         if not self.alive:
             raise SessionEnded("the solution is no longer running")
-        try:
-            payload = json.dumps({"args": runner.encode(tuple(args))}).encode()
-        except (TypeError, ValueError) as error:
-            raise CallFailed(f"harness error: arguments are not plain data ({error})") from None
-        data = memoryview(runner.frame(payload))
+        data = memoryview(runner.frame(json.dumps(record).encode()))
         while data:  # the solution may stop reading: never block past the deadline
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([], [self.runner.requests], [], remaining)[1]:
-                if remaining <= 0:
-                    raise self.end("timed out", timed_out=True)
+            if remaining <= 0:
+                raise self.end("timed out", timed_out=True)
+            if not select.select([], [self.runner.requests], [], remaining)[1]:
                 continue
             try:
                 data = data[os.write(self.runner.requests, data[:65536]) :]
             except BrokenPipeError:
                 raise self.end(ended_reason(self.process)) from None
-        reply = self.receive(deadline)
+        return self.receive(deadline, reply_bytes)
+
+    def call(self, args: Sequence[object], deadline: float) -> object:
+        """The solution's result for `args` (plain data)."""
+        try:
+            encoded = runner.encode(tuple(args))
+        except (TypeError, ValueError) as error:
+            raise CallFailed(f"{HARNESS_ERROR}: arguments are not plain data ({error})") from None
+        reply = self.request({"args": encoded}, deadline, self.limits.output_bytes)
         if "error" in reply and type(reply["error"]) is str:
             raise CallFailed(reply["error"])
         if "value" not in reply or len(reply) != 1:
-            raise self.end("harness error: malformed reply")
+            raise self.end(f"{HARNESS_ERROR}: malformed reply")
         try:
             return runner.decode(reply["value"])
         except (ValueError, TypeError, RecursionError) as error:
-            raise self.end(f"harness error: undecodable value ({error})") from None
+            raise self.end(f"{HARNESS_ERROR}: undecodable value ({error})") from None
+
+    def feed(self, stdin: str, deadline: float, max_output: int) -> tuple[str, bool, str]:
+        """Run the program with `stdin`: (what it printed, whether past `max_output`
+        characters, the traceback tail if it raised)."""
+        reply = self.request({"stdin": stdin, "max_output": max_output}, deadline, 8 * max_output)
+        stdout, truncated, error = (reply.get(k) for k in ("stdout", "truncated", "error"))
+        if type(stdout) is not str or type(truncated) is not bool or type(error) is not str:
+            raise self.end(f"{HARNESS_ERROR}: malformed reply")
+        return stdout, truncated, error
 
 
 def ended_reason(process: subprocess.Popen) -> str:

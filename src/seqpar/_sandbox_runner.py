@@ -1,11 +1,12 @@
-"""Inside the sandbox: `python -I -S -c <this file> CONFIG`. Standard library only.
+"""Inside the sandbox: the zygote (`python -I -S -c <this file> CONFIG`); stdlib only.
 
-The first thing the runner does is apply the per-process limits; then it reads the untrusted
-program from the job descriptor and either runs it as `__main__` (mode "program", stdin
-tests: its stdout is compared outside) or loads it and answers calls (mode "serve": each
-request carries arguments, each reply the plain-data value the solution returned or the
-error it raised). Nothing here decides a verdict: whatever the program does to this process,
-it can only change what its own calls return.
+The zygote forks a process per program (`zygote`), which isolates itself (`supervise`,
+`isolate`: new namespaces, tmpfs, limits, no privileges; see seqpar.sandbox) before it reads
+its job (`run_job`): run the program as `__main__` (mode "program"), or serve requests: in
+mode "calls" load the solution and answer each request's arguments with the plain-data
+value the solution returned or the error it raised; in mode "stdin" run the program once
+per request's input and reply with what it printed. Nothing here decides a verdict:
+whatever a program does to its process, it can only change what its own requests return.
 
 The plain-data codec lives here because both sides need it: the trusted side imports
 `encode`/`decode` from this module, the sandboxed side runs it.
@@ -14,6 +15,7 @@ The plain-data codec lives here because both sides need it: the trusted side imp
 from __future__ import annotations
 
 import base64
+import ctypes
 import io
 import json
 import os
@@ -259,20 +261,129 @@ def serve(job: dict, fds: dict) -> None:
             reply({"value": result})
 
 
-def main() -> None:
-    config = json.loads(sys.argv[1])
-    set_limits(config["limits"])
-    if config["become"] is not None:
-        os.setgroups([])
-        os.setgid(config["become"])
-        os.setuid(config["become"])
-    sys.set_int_max_str_digits(config["int_digits"])
-    if config.get("probe"):
-        return
-    import site
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x20000, 0x4000000, 0x8000000
+CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 0x4000, 0x40000
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP = 1, 24
+# The descriptors a program gets, in this order, from the trusted side (through the zygote).
+FDS = ("stdin", "stdout", "stderr", "go", "job", "started", "requests", "replies")
 
-    site.setquit()  # quit() and exit() as in a normal interpreter (-S skips them)
-    fds = config["fds"]
+
+ctypes_u32 = ctypes.c_uint32
+
+
+def checked(result: int, what: str) -> None:
+    if result != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"{what}: {os.strerror(error)}")
+
+
+def zygote(config: dict) -> None:
+    """Fork one isolated program per request on the control socket, until it closes.
+
+    The zygote never reads a job: it only receives descriptors and the limits, so nothing
+    of one program (its code, its input) is ever in the memory a later program is forked
+    from. Forking this warm process instead of starting Python saves most of the cost."""
+    import ctypes
+    import signal
+    import socket
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    control = socket.socket(fileno=config["control_fd"])
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped automatically
+    while True:
+        message, fds, _, _ = socket.recv_fds(control, 65536, len(FDS))
+        if not message:
+            return
+        request = json.loads(message)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                control.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                supervise(libc, request, dict(zip(FDS, fds, strict=True)))
+            finally:
+                os._exit(127)
+        for fd in fds:
+            os.close(fd)
+        control.sendall(f"{pid}\n".encode())
+
+
+def supervise(libc: object, request: dict, fds: dict) -> None:
+    """In the zygote's child: wait until the trusted side has put this process in its
+    cgroups, enter new namespaces, and start the program's init there."""
+    import signal
+
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # type: ignore[attr-defined]
+    for index, name in enumerate(("stdin", "stdout", "stderr")):
+        os.dup2(fds.pop(name), index)
+    go = fds.pop("go")
+    ready = os.read(go, 1)
+    os.close(go)
+    if not ready:
+        return
+    namespaces = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET
+    checked(libc.unshare(namespaces), "unshare")  # type: ignore[attr-defined]
+    init = os.fork()
+    if init:
+        for fd in fds.values():
+            os.close(fd)
+        os.waitpid(init, 0)
+        os._exit(0)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # type: ignore[attr-defined]
+    os.setsid()  # its own session and process group: kill(0) reaches only this program
+    isolate(libc, request)
+    program = os.fork()
+    if program == 0:
+        run_job(fds)
+        os._exit(0)
+    for name in ("job", "requests", "replies"):
+        os.close(fds[name])
+    # PID 1 of the namespace: reap everything; when the program ends, say how, and end
+    # the namespace (every process left in it dies with this one).
+    while True:
+        pid, status = os.waitpid(-1, 0)
+        if pid == program:
+            if os.WIFSIGNALED(status):
+                os.write(fds["started"], f"!{os.WTERMSIG(status)}\n".encode())
+            os._exit(0)
+
+
+def isolate(libc: object, request: dict) -> None:
+    """Fresh /tmp, /dev/shm and /proc for this namespace; limits; drop every privilege."""
+
+    def mount(source: str, target: str, kind: str | None, flags: int, data: str | None) -> None:
+        result = libc.mount(  # type: ignore[attr-defined]
+            source.encode(),
+            target.encode(),
+            kind.encode() if kind else None,
+            flags,
+            data.encode() if data else None,
+        )
+        checked(result, f"mount {target}")
+
+    mount("none", "/", None, MS_REC | MS_PRIVATE, None)
+    for directory in ("/tmp", "/dev/shm"):
+        mount("tmpfs", directory, "tmpfs", MS_NOSUID | MS_NODEV, request["tmpfs"])
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+    os.mkdir("/tmp/work")
+    os.chmod("/tmp/work", 0o1777)
+    os.chdir("/tmp/work")
+    set_limits(request["limits"])
+    for capability in range(64):  # none can come back, even through exec as uid 0
+        libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0)  # type: ignore[attr-defined]
+    if request["become"] is not None:  # as root: user and group nobody, no capabilities
+        os.setgroups([])
+        os.setgid(request["become"])
+        os.setuid(request["become"])
+    else:  # in bwrap's user namespace: drop the capabilities outright
+        header = (ctypes_u32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+        data = (ctypes_u32 * 6)()
+        checked(libc.capset(header, data), "capset")  # type: ignore[attr-defined]
+
+
+def run_job(fds: dict) -> None:
+    """In the program's process: read the job and run it (see the module docstring)."""
     with os.fdopen(fds["job"], "rb") as handle:
         job = json.loads(handle.read())
     set_cpu_limit(job["cpu_s"])
@@ -286,6 +397,18 @@ def main() -> None:
         os.close(fds[name])
     os.write(fds["started"], b".")
     run_program(job["code"], fds["started"])
+
+
+def main() -> None:
+    config = json.loads(sys.argv[1])
+    sys.set_int_max_str_digits(config["int_digits"])
+    import site
+
+    site.setquit()  # quit() and exit() as in a normal interpreter (-S skips them)
+    # What most solutions import, loaded once here; every program is forked with them.
+    import bisect, collections, functools, heapq, itertools, math, re, string, typing  # noqa: E401, F401, I001
+
+    zygote(config)
 
 
 if __name__ == "__main__":

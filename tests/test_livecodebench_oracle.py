@@ -203,3 +203,11 @@ def test_seqpar_agrees_with_the_official_livecodebench_evaluator(tmp_path):
         if (passed, correct) != QUIRKS[p["name"]]
     ]
     assert not wrong_quirks, "quirks not as documented:\n" + "\n".join(wrong_quirks)
+
+
+def test_the_prelude_is_the_official_evaluators():
+    from livecodebench.evaluation.testing_util import import_string
+
+    from seqpar.tasks.code import LCB_IMPORTS
+
+    assert LCB_IMPORTS == import_string

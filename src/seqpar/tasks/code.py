@@ -292,19 +292,43 @@ def lcb_tests(cases: Sequence[dict[str, Any]], entry: str | None) -> tuple[TestC
 
 # What LiveCodeBench's evaluator (`livecodebench.evaluation.testing_util.import_string`)
 # puts before every solution: solutions may use `gcd`, `inf`, `deque`, … without importing.
-LCB_IMPORTS = "".join(
-    f"from {name} import *\n"
-    for name in (
-        "string re datetime collections heapq bisect copy math random statistics itertools "
-        "functools operator io sys json builtins typing"
-    ).split()
-) + "".join(
-    f"import {name}\n"
-    for name in (
-        "string re datetime collections heapq bisect copy math random statistics itertools "
-        "functools operator io sys json"
-    ).split()
-) + "sys.setrecursionlimit(50000)\n"
+LCB_IMPORTS = (
+    "from string import *\n"
+    "from re import *\n"
+    "from datetime import *\n"
+    "from collections import *\n"
+    "from heapq import *\n"
+    "from bisect import *\n"
+    "from copy import *\n"
+    "from math import *\n"
+    "from random import *\n"
+    "from statistics import *\n"
+    "from itertools import *\n"
+    "from functools import *\n"
+    "from operator import *\n"
+    "from io import *\n"
+    "from sys import *\n"
+    "from json import *\n"
+    "from builtins import *\n"
+    "from typing import *\n"
+    "import string\n"
+    "import re\n"
+    "import datetime\n"
+    "import collections\n"
+    "import heapq\n"
+    "import bisect\n"
+    "import copy\n"
+    "import math\n"
+    "import random\n"
+    "import statistics\n"
+    "import itertools\n"
+    "import functools\n"
+    "import operator\n"
+    "import io\n"
+    "import sys\n"
+    "import json\n"
+    "sys.setrecursionlimit(50000)\n"
+)
 LCB_RELEASES = {f"v{i}": f"test{'' if i == 1 else i}.jsonl" for i in range(1, 7)}
 
 

@@ -210,4 +210,4 @@ def test_the_prelude_is_the_official_evaluators():
 
     from seqpar.tasks.code import LCB_IMPORTS
 
-    assert LCB_IMPORTS == import_string
+    assert import_string == LCB_IMPORTS

@@ -37,3 +37,31 @@ def small_engine():
     from seqpar.engines.hf import HFEngine
 
     return HFEngine.load(TEST_MODEL, progress=False)
+
+
+TINY_STUDY = [
+    "--model",
+    TEST_MODEL,
+    "--task",
+    "arith",
+    "--difficulty",
+    "1",
+    "--limit",
+    "3",
+    "--n",
+    "2",
+    "--max-tokens",
+    "28",
+    "--no-progress",
+]
+
+
+@pytest.fixture(scope="session")
+def study(tmp_path_factory) -> Path:
+    """A real tiny study (SmolLM2, 3 arith problems, N = 2), made once for the session."""
+    from .test_e2e import cli
+
+    out = tmp_path_factory.mktemp("study")
+    result = cli("study", *TINY_STUDY, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return out

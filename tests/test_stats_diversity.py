@@ -54,3 +54,14 @@ def test_paired_test_exact_sign_flip_matches_scipy():
 def test_paired_test_identical_strategies():
     result = paired_test(np.ones(4), np.ones(4))
     assert result.p_value == 1.0 and result.effect_size == 0.0
+
+
+def test_corrected_t_is_the_t_test_on_symmetric_data_and_inverts_exactly():
+    from seqpar.analysis.stats import augmented, hall, hall_inverse, one_sided_p
+
+    symmetric = np.array([-0.5, -0.25, 0.0, 0.0, 0.25, 0.5, -0.5, 0.5])
+    reference = stats.ttest_1samp(augmented(symmetric, (-1, 1))[0], 0.1, alternative="less")
+    assert one_sided_p(symmetric, 0.1, above=True)[0] == pytest.approx(reference.pvalue)
+    t, a, b = np.linspace(-4, 4, 9), np.full(9, -0.3), np.full(9, -0.15)
+    assert np.allclose(hall_inverse(hall(t, a, b), a, b), t)
+    assert np.all(np.diff(hall(t, a, b)) > 0)  # monotone, so the interval is well defined

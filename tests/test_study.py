@@ -7,26 +7,20 @@ from collections import defaultdict
 
 import pytest
 
-from .conftest import TEST_MODEL
+from .conftest import TINY_STUDY as TINY
 from .test_e2e import cli
 
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"
-TINY = [
-    "--model",
-    TEST_MODEL,
-    "--task",
-    "arith",
-    "--difficulty",
-    "1",
-    "--limit",
-    "3",
-    "--n",
-    "2",
-    "--max-tokens",
-    "28",
-    "--no-progress",
-]
+RUNS = (
+    "parallel",
+    "sequential",
+    "padded-parallel",
+    "padded-parallel-x2",
+    "padded-parallel-neutral",
+    "hybrid-k1",
+)
+FIGURES = 4  # accuracy vs N, vs tokens, accuracy vs round (H2), similarity vs round (H3)
 
 
 def table_row(markdown: str, name: str) -> list[str]:
@@ -38,30 +32,52 @@ def mean_of(cell: str) -> float:
     return float(cell.split()[0])
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    out = tmp_path_factory.mktemp("study")
-    result = cli("study", *TINY, "--out", str(out))
-    assert result.returncode == 0, result.stderr
-    return out
-
-
 def test_study_report_numbers_match_the_samples(study):
     tmp_path = study
-    assert set(json.loads((tmp_path / "study.json").read_text())["runs"]) == {
-        "parallel",
-        "sequential",
-        "padded-parallel",
-        "hybrid-k1",
+    record = json.loads((tmp_path / "study.json").read_text())
+    assert set(record["runs"]) == set(RUNS)
+    assert record["analysis"] == {
+        "margin": 0.1,
+        "alpha": 0.05,
+        "hybrid_k": 1,
+        "long_pad_scale": 2.0,
     }
     markdown = (tmp_path / "report.md").read_text()
     html = (tmp_path / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3 and "src='figures" not in html
+    assert html.count("data:image/png;base64,") == FIGURES and "src='figures" not in html
     for heading in ("H1 · Aggregation", "H2 · Context length", "H3 · Exploration", "Verdicts"):
         assert heading in markdown
     assert "Grading timeouts (counted incorrect): parallel 0, sequential 0" in markdown
-    assert re.search(r"^H1 \(aggregation\) ", markdown, re.MULTILINE)
-    assert re.search(r"^H2 \(context length\) ", markdown, re.MULTILINE)
+    # The verdicts open the report: 3 problems are too few for any of them.
+    summary = markdown.split("## Accuracy at full budget")[0]
+    for line in ("H1 \\(aggregation\\)", "H2 \\(context length\\)", "H3 \\(exploration\\)"):
+        assert re.search(
+            f"^{line} inconclusive: 3 problems are fewer than the 7 an effect needs and the "
+            "39 'no effect' needs", summary, re.MULTILINE,
+        )  # fmt: skip
+    header = table_row(summary, "hypothesis")
+    for field in (
+        "margin",
+        "estimate",
+        "95% interval",
+        "adjusted p (difference)",
+        "MDE (80% power)",
+    ):
+        assert field in header, field
+    h1 = dict(zip(header, table_row(summary, "H1 (aggregation)"), strict=True))
+    assert h1["margin"] == "±0.10" and h1["MDE (80% power)"] == "none" and h1["problems"] == "3"
+    assert re.fullmatch(r"\[[-+]\d\.\d{3}, [-+]\d\.\d{3}\]", h1["95% interval"])
+    assert "Decision rules, fixed in study.json" in summary
+    assert table_row(summary, "compared run")[3:] == [
+        "generated tokens / problem",
+        "prompt tokens / problem",
+    ]
+    rounds = markdown.split("## H2 · Context length")[1]
+    assert table_row(rounds, "round")[1:3] == [
+        "prompt tokens: sequential",
+        "prompt tokens: padded-parallel",
+    ]
+    assert re.fullmatch(r"\d+", table_row(rounds, "2")[1])  # whole numbers of tokens
 
     for run in ("parallel", "sequential"):
         rows = [
@@ -70,9 +86,8 @@ def test_study_report_numbers_match_the_samples(study):
         correct = defaultdict(list)
         for row in rows:
             correct[row["problem_id"]].append(row["correct"])
-        cells = table_row(
-            markdown, run
-        )  # run, last, majority, pass@k, gen tokens, prompt tokens, …
+        accuracy = markdown.split("## Accuracy at full budget")[1]
+        cells = table_row(accuracy, run)  # run, last, majority, pass@k, gen tokens, prompt …
         any_correct = sum(any(c) for c in correct.values()) / 3
         assert mean_of(cells[3]) == pytest.approx(any_correct, abs=5e-4)
         if run == "parallel":
@@ -90,10 +105,21 @@ def test_study_report_numbers_match_the_samples(study):
 def test_study_dry_run_prints_the_plan(tmp_path):
     result = cli("study", *TINY, "--dry-run", "--out", str(tmp_path / "plan"))
     assert result.returncode == 0, result.stderr
-    assert "| padded-parallel | padded-parallel | 6 |" in result.stdout
+    for arm in ("padded-parallel", "padded-parallel-x2", "padded-parallel-neutral"):
+        assert f"| {arm} | padded-parallel | 6 |" in result.stdout
     assert "| hybrid-k1 | hybrid | 9 |" in result.stdout
-    assert re.search(r"27 generations of up to 28 tokens at \d+ tokens/s", result.stdout)
+    assert re.search(r"39 generations of up to 28 tokens at \d+ tokens/s", result.stdout)
+    assert "An effect needs at least 7 problems and 'no effect' at least 39; this plan has 3" in (
+        result.stdout
+    )
+    assert "| 0.4 | none | 187 |" in result.stdout  # minimal detectable effect: none
     assert not (tmp_path / "plan").exists()
+
+
+def test_a_declared_analysis_cannot_change_after_the_samples(study):
+    result = cli("study", *TINY, "--margin", "0.2", "--out", str(study))
+    assert result.returncode == 2
+    assert "declared before any sample is drawn" in result.stderr
 
 
 def test_report_figure_compares_runs(study, tmp_path):
@@ -161,7 +187,7 @@ def test_html_report_renders_every_figure_in_chromium(study, tmp_path):
         page.on("requestfailed", lambda request: failed.append(request.url))
         page.goto((study / "report.html").as_uri(), wait_until="load")
         images = page.locator("img")
-        assert images.count() == 3
+        assert images.count() == FIGURES
         page.screenshot(path=tmp_path / "report.png", full_page=True)
         for index in range(images.count()):
             image = images.nth(index)
@@ -170,22 +196,41 @@ def test_html_report_renders_every_figure_in_chromium(study, tmp_path):
         links = page.eval_on_selector_all("a[href]", "as => as.map(a => a.href)")
         browser.close()
     assert not failed
-    assert all(link.startswith(("data:", "http", "#")) or "#" in link for link in links)
+    browser = (study / "browse.html").as_uri()
+    assert browser in links  # the sample browser, written beside the report
+    assert all(
+        link.startswith(("data:", "http", "#")) or "#" in link or link == browser for link in links
+    )
     assert Image.open(tmp_path / "report.png").height > 900
-    for index in range(3):
+    for index in range(FIGURES):
         pixels = ImageStat.Stat(Image.open(tmp_path / f"figure{index}.png").convert("L"))
         assert pixels.stddev[0] > 10, f"figure {index} is blank"
 
 
 def test_a_study_killed_at_random_moments_ends_as_the_uninterrupted_study(study, tmp_path):
-    from .test_crash_safety import identities, kill_at_random_moments, stored
+    from .test_crash_safety import identities, kill_on_progress, stored
 
     out = tmp_path / "killed"
-    final, after_kills = kill_at_random_moments(
-        ["study", *TINY, "--out", str(out)], 4, (6, 22), seed=11, observe=lambda: stored(out)
+
+    def generating():  # a run of the plan has started generating
+        return lambda lines: any("samples to generate" in line for line in lines)
+
+    def new_samples():  # samples were stored since this start
+        before = stored(out)
+        return lambda lines: stored(out) > before
+
+    def second_run():  # the study moved on to another run of its plan
+        return lambda lines: sum(line.startswith("study: run ") for line in lines) >= 2
+
+    final, after_kills = kill_on_progress(
+        ["study", *TINY, "--out", str(out)],
+        4,
+        [generating, new_samples, second_run],
+        seed=11,
+        observe=lambda: stored(out),
     )
     assert final.returncode == 0, final.stderr
     assert any(count > 0 for count in after_kills), after_kills
-    for run in ("parallel", "sequential", "padded-parallel", "hybrid-k1"):
+    for run in RUNS:
         assert identities(out / run) == identities(study / run)
     assert (out / "report.md").read_text().count("| parallel |") >= 1

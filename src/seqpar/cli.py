@@ -306,15 +306,27 @@ def command_demo(args: argparse.Namespace) -> None:
 
 
 def command_study(args: argparse.Namespace) -> None:
+    from seqpar.analysis.hypotheses import AnalysisPlan, default_hybrid_k
     from seqpar.study import run_study
 
+    if args.pad_scale != 1.0 or args.filler != "other":
+        raise SeqparError(
+            "study runs padded-parallel at --pad-scale 1 with both fillers, and once at "
+            "--long-pad-scale (default 2); use --long-pad-scale instead of --pad-scale/--filler"
+        )
     config = run_config(args, strategy="parallel")
+    analysis = AnalysisPlan(
+        margin=args.margin,
+        hybrid_k=args.h3_k if args.h3_k is not None else default_hybrid_k(args.n),
+        long_pad_scale=args.long_pad_scale,
+    )
     report = run_study(
         config,
         args.out,
         data_dir=args.data_dir,
         engine_options=engine_options(args),
         dry_run=args.dry_run,
+        analysis=analysis,
     )
     if report is not None:
         print(f"report: {report} (and report.md beside it)")
@@ -389,6 +401,13 @@ def command_report(args: argparse.Namespace) -> None:
         print(json.dumps([s.to_json() for s in summaries], indent=2))
     else:
         print(markdown(summaries))
+
+
+def command_browse(args: argparse.Namespace) -> None:
+    from seqpar.report.browse import write_browser
+
+    page = write_browser(Path(args.path), Path(args.out) if args.out else None, ngram=args.ngram)
+    print(f"written: {page} (open it in a browser; it works offline)")
 
 
 def command_models(args: argparse.Namespace) -> None:
@@ -477,7 +496,29 @@ def parser() -> argparse.ArgumentParser:
     study.add_argument(
         "--dry-run",
         action="store_true",
-        help="print the plan and a time estimate from a quick measurement",
+        help="print the plan, a time estimate from a quick measurement, and the smallest "
+        "effect the planned number of problems can detect",
+    )
+    verdicts = study.add_argument_group("verdicts (declared before any sample is drawn)")
+    verdicts.add_argument(
+        "--margin",
+        type=float,
+        default=0.1,
+        help="equivalence margin: accuracy differences within ±MARGIN do not matter; 'no "
+        "effect' is claimed only when a difference is shown to be within it (default: 0.1)",
+    )
+    verdicts.add_argument(
+        "--h3-k",
+        type=int,
+        default=None,
+        help="H3's primary test: samples after K sequential rounds vs fresh parallel ones "
+        "(default: N/2, at least 1)",
+    )
+    verdicts.add_argument(
+        "--long-pad-scale",
+        type=float,
+        default=2.0,
+        help="the longer padded-parallel arm: filler × this, at least 2 (default: 2)",
     )
     add_run_options(study)
     study.set_defaults(handler=command_study)
@@ -521,6 +562,16 @@ def parser() -> argparse.ArgumentParser:
         help="also draw accuracy vs N of every run (majority) into this file",
     )
     report.set_defaults(handler=command_report)
+
+    browse = commands.add_parser(
+        "browse", help="one HTML page to read samples side by side, copied spans highlighted"
+    )
+    browse.add_argument("path", metavar="RUN_OR_STUDY", help="a run or a study directory")
+    browse.add_argument("--out", default=None, help="HTML file (default: RUN_OR_STUDY/browse.html)")
+    browse.add_argument(
+        "--ngram", type=int, default=4, help="words per n-gram that counts as copied (default: 4)"
+    )
+    browse.set_defaults(handler=command_browse)
 
     commands.add_parser("models", help="bundled models and the conversion cache").set_defaults(
         handler=command_models

@@ -3,15 +3,21 @@
 The plan (all runs share the model, task, problems, N and sampling settings):
 
 - `parallel` and `sequential` (hypothesis 1: the same aggregators on both);
-- `padded-parallel`, filler matched to the sequential run's prompt lengths (hypothesis 2);
-- `hybrid-k1` and `hybrid-k{N/2}`: k sequential rounds, then N samples from that context
-  (hypothesis 3, with the embedding diversity of parallel vs sequential);
+- `padded-parallel`, filler (other problems' solutions) matched to the sequential run's
+  prompt lengths; `padded-parallel-x2`, the same filler twice as long (`--long-pad-scale`);
+  `padded-parallel-neutral`, neutral prose of the matched length, so length and content
+  are separated (hypothesis 2);
+- `hybrid-k1` and `hybrid-k{N/2}` (and `hybrid-k{K}` of `--h3-k`): k sequential rounds,
+  then N samples from that context (hypothesis 3, with the embedding diversity of parallel
+  vs sequential);
 - for code tasks, sequential with each feedback level and both strategies with rejection
   of repeated behaviour (the remedies);
 - with heads to ablate (`--ablate-top-k K --heads-table heads.json`): sequential with those
   K induction heads switched off, and with K random other heads switched off (control).
 
 Each run is an ordinary run directory under the study directory, so the study resumes.
+The analysis plan (`AnalysisPlan`: the equivalence margin, the pre-declared k of H3, the
+long pad scale) is written to study.json before the first sample and cannot change after.
 """
 
 from __future__ import annotations
@@ -26,6 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from seqpar.analysis.ablation import parse_heads
+from seqpar.analysis.hypotheses import (
+    AnalysisPlan,
+    default_hybrid_k,
+    describe_sensitivity,
+    sensitivity,
+)
 from seqpar.analysis.induction import attention_modules
 from seqpar.engines import Engine, load_engine
 from seqpar.errors import SeqparError
@@ -43,19 +55,26 @@ class PlannedRun:
     slots_per_problem: int  # generations per problem, before any rejected redraws
 
 
-def plan(base: RunConfig, out: Path, code_task: bool) -> list[PlannedRun]:
+def plan(
+    base: RunConfig, out: Path, code_task: bool, analysis: AnalysisPlan | None = None
+) -> list[PlannedRun]:
     """The runs of a study of `base` under `out`."""
     n = base.n
+    analysis = analysis or AnalysisPlan(hybrid_k=default_hybrid_k(n))
+    match = str((out / "sequential").resolve())
+    padded = replace(base, strategy="padded-parallel", match=match, pad_scale=1.0, filler="other")
     runs = [
         PlannedRun("parallel", replace(base, strategy="parallel"), n),
         PlannedRun("sequential", replace(base, strategy="sequential", chains=1), n),
+        PlannedRun("padded-parallel", padded, n),
         PlannedRun(
-            "padded-parallel",
-            replace(base, strategy="padded-parallel", match=str((out / "sequential").resolve())),
+            f"padded-parallel-x{analysis.long_pad_scale:g}",
+            replace(padded, pad_scale=analysis.long_pad_scale),
             n,
         ),
+        PlannedRun("padded-parallel-neutral", replace(padded, filler="neutral"), n),
     ]
-    for k in sorted({1, n // 2} - {0}):
+    for k in sorted({1, n // 2, analysis.hybrid_k} - {0}):
         runs.append(PlannedRun(f"hybrid-k{k}", replace(base, strategy="hybrid", hybrid_k=k), k + n))
     if code_task:
         for level in ("binary", "public", "hidden"):
@@ -102,6 +121,24 @@ def measure_throughput(engine: Engine, base: RunConfig, data_dir: str | None) ->
     return tokens / (time.perf_counter() - start)
 
 
+def check_declared(out: Path, base: RunConfig, analysis: AnalysisPlan) -> None:
+    """Refuse to resume a study in `out` with other settings or another analysis plan (the
+    plan is declared before any sample is drawn; older studies without one take this one)."""
+    path = out / PLAN_FILE
+    if not path.is_file():
+        return
+    existing = json.loads(path.read_text())
+    if existing["base"] != base.to_json():
+        raise SeqparError(f"{out} holds a study with other settings; use another --out")
+    declared = existing.get("analysis", analysis.to_json())
+    if declared != analysis.to_json():
+        raise SeqparError(
+            f"{out} was planned with the analysis {json.dumps(declared)}; the margin, H3's k "
+            "and the long pad scale are declared before any sample is drawn and cannot "
+            "change after (use another --out for another plan)"
+        )
+
+
 def run_study(
     base: RunConfig,
     out: str | Path,
@@ -109,16 +146,21 @@ def run_study(
     data_dir: str | None = None,
     engine_options: dict[str, Any] | None = None,
     dry_run: bool = False,
+    analysis: AnalysisPlan | None = None,
 ) -> Path | None:
     """Run (or resume) every planned run, then write report.md and report.html.
-    With `dry_run`, print the plan and a time estimate instead."""
+    With `dry_run`, print the plan, a time estimate and the smallest effects the planned
+    size can detect instead. `analysis` defaults to margin 0.1 and H3's k = N/2."""
     out = Path(out)
+    analysis = analysis or AnalysisPlan(hybrid_k=default_hybrid_k(base.n))
     task = base.build_task(data_dir)
     problems = len(select(task.load(), base.limit))
-    engine = load_engine(base.engine, base.model, **(engine_options or {}))
     top = parse_heads(base.ablate_heads)
     base = replace(base, ablate_heads="")
-    runs = plan(base, out, task.answer_kind == "behaviour")
+    if not dry_run:
+        check_declared(out, base, analysis)
+    engine = load_engine(base.engine, base.model, **(engine_options or {}))
+    runs = plan(base, out, task.answer_kind == "behaviour", analysis)
     if top:
         config = engine.model.config  # type: ignore[attr-defined]
         layers = sum(1 for _ in attention_modules(engine.model))  # type: ignore[attr-defined]
@@ -143,15 +185,18 @@ def run_study(
         estimate = total * base.max_tokens / rate
         print(
             f"\n{total} generations of up to {base.max_tokens} tokens at {rate:.0f} tokens/s "
-            f"(measured just now): about {estimate / 60:.0f} minutes, plus grading"
+            f"(measured just now): about {estimate / 60:.0f} minutes, plus grading\n"
         )
+        print(describe_sensitivity(sensitivity(problems, analysis)))
         return None
     out.mkdir(parents=True, exist_ok=True)
-    record = {"base": base.to_json(), "data_dir": data_dir, "runs": [r.name for r in runs]}
-    plan_path = out / PLAN_FILE
-    if plan_path.is_file() and json.loads(plan_path.read_text())["base"] != record["base"]:
-        raise SeqparError(f"{out} holds a study with other settings; use another --out")
-    write_atomic(plan_path, json.dumps(record, indent=2) + "\n")
+    record = {
+        "base": base.to_json(),
+        "analysis": analysis.to_json(),
+        "data_dir": data_dir,
+        "runs": [r.name for r in runs],
+    }
+    write_atomic(out / PLAN_FILE, json.dumps(record, indent=2) + "\n")
     for index, run in enumerate(runs, 1):
         print(f"study: run {index}/{len(runs)}: {run.name}", file=sys.stderr)
         execute(run.config, out / run.name, data_dir=data_dir, engine=engine)
@@ -161,4 +206,4 @@ def run_study(
     tokenize = (
         (lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]) if tokenizer else None
     )
-    return write_study_report(out, [r.name for r in runs], tokenize)
+    return write_study_report(out, [r.name for r in runs], tokenize, analysis)

@@ -3,6 +3,7 @@ teacher-forced attention shares per head, and n-gram copy rates."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from seqpar.analysis.induction import (
+    copied_ngrams,
     copy_rate,
     induction_score,
     induction_targets,
@@ -123,3 +125,38 @@ def attention_shares(model: Any, parts: Layout) -> tuple[np.ndarray, np.ndarray]
 def copy_rates(parts: Layout, ns: Sequence[int]) -> dict[int, float]:
     completion = [parts.ids[i] for i in parts.completion]
     return {n: copy_rate(completion, parts.previous_ids, n) for n in ns}
+
+
+WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def word_spans(text: str) -> list[tuple[str, int, int]]:
+    """Model-free tokens of `text` (words and single punctuation marks) with their
+    character spans: a cheap stand-in for a tokenizer when none is loaded."""
+    return [(m.group(), m.start(), m.end()) for m in WORD.finditer(text)]
+
+
+@dataclass(frozen=True)
+class Copied:
+    """Where a text repeats n-grams of earlier texts: merged character spans and the share
+    of its n-grams found in them (`copy_rate`; nan when the text has fewer than n tokens)."""
+
+    spans: tuple[tuple[int, int], ...]
+    rate: float
+
+
+def copied_spans(text: str, sources: Sequence[str], n: int) -> Copied:
+    """The copy analysis' n-gram matching on word tokens: the spans of `text` covered by an
+    n-gram that also occurs in the concatenated `sources`, with the copy rate."""
+    tokens = word_spans(text)
+    words = [word for word, _, _ in tokens]
+    source = [word for earlier in sources for word, _, _ in word_spans(earlier)]
+    copied = copied_ngrams(words, source, n)
+    runs: list[list[int]] = []  # [first, last] token of overlapping copied n-grams
+    for start, hit in enumerate(copied):
+        if hit and runs and start <= runs[-1][1]:
+            runs[-1][1] = start + n - 1
+        elif hit:
+            runs.append([start, start + n - 1])
+    spans = tuple((tokens[first][1], tokens[last][2]) for first, last in runs)
+    return Copied(spans, copy_rate(words, source, n))

@@ -11,7 +11,7 @@ a few GiB).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -52,13 +52,16 @@ def span_mass(attention: np.ndarray, queries: Sequence[int], keys: np.ndarray) -
     return attention[:, queries][:, :, keys].sum(axis=-1).mean(axis=-1)
 
 
-def copy_rate(tokens: Sequence[int], source: Sequence[int], n: int) -> float:
-    """Share of the n-grams of `tokens` that also occur in `source` (nan when too short)."""
-    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
-    if not grams:
-        return float("nan")
+def copied_ngrams(tokens: Sequence[Hashable], source: Sequence[Hashable], n: int) -> list[bool]:
+    """For each n-gram of `tokens` (by start position): whether it also occurs in `source`."""
     known = {tuple(source[i : i + n]) for i in range(len(source) - n + 1)}
-    return sum(g in known for g in grams) / len(grams)
+    return [tuple(tokens[i : i + n]) in known for i in range(len(tokens) - n + 1)]
+
+
+def copy_rate(tokens: Sequence[Hashable], source: Sequence[Hashable], n: int) -> float:
+    """Share of the n-grams of `tokens` that also occur in `source` (nan when too short)."""
+    copied = copied_ngrams(tokens, source, n)
+    return sum(copied) / len(copied) if copied else float("nan")
 
 
 def attention_modules(model: Any) -> list[Any]:

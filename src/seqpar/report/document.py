@@ -27,13 +27,19 @@ class Table:
 
 
 @dataclass(frozen=True)
+class Link:
+    href: str  # relative to the report
+    text: str
+
+
+@dataclass(frozen=True)
 class Figure:
     name: str  # file name under figures/
     png: bytes
     caption: str
 
 
-Block = Heading | Paragraph | Table | Figure
+Block = Heading | Paragraph | Table | Link | Figure
 
 
 def to_markdown(blocks: Sequence[Block]) -> str:
@@ -47,6 +53,8 @@ def to_markdown(blocks: Sequence[Block]) -> str:
             lines = ["| " + " | ".join(block.header) + " |", "|" + "---|" * len(block.header)]
             lines += ["| " + " | ".join(row) + " |" for row in block.rows]
             parts.append("\n".join(lines))
+        elif isinstance(block, Link):
+            parts.append(f"[{block.text}]({block.href})")
         else:
             parts.append(f"![{block.caption}](figures/{block.name})\n\n*{block.caption}*")
     return "\n\n".join(parts) + "\n"
@@ -77,6 +85,9 @@ def to_html(title: str, blocks: Sequence[Block]) -> str:
                 for row in block.rows
             )
             parts.append(f"<table><tr>{head}</tr>{body}</table>")
+        elif isinstance(block, Link):
+            href = html.escape(block.href, quote=True)
+            parts.append(f"<p><a href='{href}'>{html.escape(block.text)}</a></p>")
         else:
             data = base64.b64encode(block.png).decode()
             parts.append(

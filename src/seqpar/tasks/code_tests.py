@@ -181,9 +181,7 @@ class Judge:
         if self.stopped:
             raise SessionEnded(self.stopped)
         self.close()
-        self.session = Session(
-            self.solution, self.entry, self.method, self.limits, self.requests
-        )
+        self.session = Session(self.solution, self.entry, self.method, self.limits, self.requests)
         try:
             self.session.load(time.monotonic() + self.limits.timeout_s + STARTUP_S)
         except SessionEnded as ended:
@@ -213,9 +211,7 @@ class Judge:
         """(passed, shown output, error) of one stdin test."""
         limit = max(self.limits.output_bytes, 2 * len(test.expected) + 1024)
         try:
-            stdout, truncated, raised = self.ensure_session().feed(
-                test.input, self.deadline, limit
-            )
+            stdout, truncated, raised = self.ensure_session().feed(test.input, self.deadline, limit)
         except SessionEnded as ended:
             self.note(ended)
             raise

@@ -188,6 +188,8 @@ class Judge:
             # A solution that cannot load will not load for the next test either.
             self.stopped = str(ended) if not ended.timed_out else f"{TIMED_OUT} while loading"
             raise SessionEnded(self.stopped, ended.timed_out) from None
+        # Loading had its own budget: the test that needed it still gets its whole one.
+        self.deadline = max(self.deadline, time.monotonic() + self.limits.timeout_s)
         return self.session
 
     def close(self) -> None:

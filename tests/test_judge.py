@@ -69,6 +69,15 @@ FORGERIES = {
         import os
         os._exit(0)
     """,
+    "hash-colliding set flooding the judge": """
+        import sys
+        colliding = {"set": [i * ((1 << 61) - 1) for i in range(1, 41000)]}
+        sys.modules["__main__"].encode = lambda value, depth=0: colliding
+        return False
+    """,
+    "a forged harness error": """
+        raise Exception("harness error: the sandbox crashed, not the solution")
+    """,
     "kill the parent and the group": """
         import os
         for target in (os.getppid(), 0, -1):
@@ -156,3 +165,14 @@ def test_harness_errors_are_counted_in_the_report(tmp_path):
     summary = summarize(str(tmp_path))
     assert summary.harness_errors == 1 and summary.accuracy["last"] == [0.5, 0.5]
     assert "harness errors 1 (counted incorrect)" in markdown([summary])
+
+
+def test_only_the_judges_own_failures_count_as_harness_errors(task_and_problem):
+    """A solution cannot make its failure look like the judge's; a flood of colliding
+    hashes is refused by the decoder (an undecodable reply: the judge says so)."""
+    task, problem = task_and_problem
+    grade = task.grade(problem, f"```python\n{forged(FORGERIES['a forged harness error'])}```")
+    assert not grade.reason.startswith(HARNESS_ERROR), grade.reason
+    flood = FORGERIES["hash-colliding set flooding the judge"]
+    grade = task.grade(problem, f"```python\n{forged(flood)}```")
+    assert grade.reason.startswith(f"{HARNESS_ERROR}: undecodable value (more than 32 keys")

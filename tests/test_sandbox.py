@@ -5,6 +5,7 @@ No test waits on the clock: kills and races are ordered by observed progress (a 
 has loaded, a program has finished), never by sleeping."""
 
 import os
+import platform
 import shutil
 import socket
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from seqpar import sandbox
+from seqpar._sandbox_runner import KEYRING_SYSCALLS
 from seqpar.sandbox import Job, Limits, Session, run, run_many
 
 FAST = Limits(timeout_s=2, cpu_s=2)
@@ -455,3 +457,43 @@ def test_the_same_guarantees_without_root():
     pids = eval(out.stdout.split("pids ")[1].splitlines()[0])
     assert max(pids) <= 3
     assert "after 42" in out.stdout
+
+
+def test_keys_cannot_pass_between_programs_through_kernel_keyrings():
+    """Keyrings are not namespaced: the keyring system calls are refused (seccomp). The
+    control: outside the sandbox the same call adds a key (to a keyring that dies with it)."""
+    code = textwrap.dedent("""
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        # add_key("user", "seqpar-probe", "secret", 6, KEYRING)
+        keyring = ctypes.c_int(KEYRING)
+        result = libc.syscall(ADD_KEY, b"user", b"seqpar-probe", b"secret", 6, keyring)
+        print("added" if result >= 0 else f"refused {ctypes.get_errno()}")
+    """)
+    code = code.replace("ADD_KEY", str(KEYRING_SYSCALLS[platform.machine()][1]))
+    assert "refused 1" in run(code.replace("KEYRING", "-4")).stdout  # the user keyring
+    assert "added" in unprotected(code.replace("KEYRING", "-2"))  # this process's keyring
+
+
+def test_pseudo_terminals_are_private_to_a_program():
+    holder = "import os\nmaster, slave = os.openpty()\nos.write(master, b'x')\n" + ADD
+    with in_session(holder) as session:
+        assert session.call((1, 2), time.monotonic() + 30) == 3  # loaded: its pty is open
+        assert run("import os\nprint(sorted(os.listdir('/dev/pts')))").stdout.strip() == (
+            "['ptmx']"
+        )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="cgroups need root")
+def test_each_program_tree_is_held_to_one_core():
+    """cgroup v1 `cpu`: the quota of the program's group is one period (one core)."""
+    groups = run("print(open('/proc/self/cgroup').read())").stdout
+    cpu = next(line.split(":", 2)[2] for line in groups.splitlines() if ":cpu:" in line)
+    assert cpu.startswith("/seqpar-")
+    # The group is gone with the program; the live one of a held session shows the quota.
+    with in_session(ADD) as session:
+        session.call((1, 1), time.monotonic() + 30)
+        group = session.runner.cgroups[-1].parent
+        assert group.parts[:5] == ("/", "sys", "fs", "cgroup", "cpu")
+        quota = int((group / "cpu.cfs_quota_us").read_text())
+        assert quota == int((group / "cpu.cfs_period_us").read_text())

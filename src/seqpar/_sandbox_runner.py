@@ -22,6 +22,7 @@ import os
 import sys
 
 MAX_DEPTH = 100
+MAX_SAME_HASH = 32
 FRAME_HEADER = 8
 TAIL_CHARS = 600
 MAX_FRAME = 1 << 30  # requests come from the trusted side
@@ -69,12 +70,25 @@ def decode(data: object, depth: int = 0) -> object:
     if tag == "tuple":
         return tuple(items)
     if tag in ("set", "frozenset"):
-        return (set if tag == "set" else frozenset)(items)  # TypeError if unhashable
+        few_collisions(items)
+        return (set if tag == "set" else frozenset)(items)
     if tag == "complex" and len(items) == 2 and all(type(x) in (int, float) for x in items):
         return complex(*items)  # type: ignore[arg-type]
     if tag == "dict" and all(type(p) is list and len(p) == 2 for p in items):
+        few_collisions([key for key, _ in items])  # type: ignore[misc]
         return dict((key, value) for key, value in items)  # type: ignore[misc]
     raise ValueError(f"malformed {tag}")
+
+
+def few_collisions(keys: list) -> None:
+    """Refuse keys crafted to share a hash: building a set or dict of n of them takes
+    n² time (int hashes are not randomised), which would stall the trusted process."""
+    counts: dict[int, int] = {}
+    for key in keys:
+        code = hash(key)  # TypeError if unhashable
+        counts[code] = counts.get(code, 0) + 1
+        if counts[code] > MAX_SAME_HASH:
+            raise ValueError(f"more than {MAX_SAME_HASH} keys with the same hash")
 
 
 def read_frame(fd: int, limit: int) -> bytes | None:
@@ -366,10 +380,14 @@ def isolate(libc: object, request: dict) -> None:
     for directory in ("/tmp", "/dev/shm"):
         mount("tmpfs", directory, "tmpfs", MS_NOSUID | MS_NODEV, request["tmpfs"])
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+    # Its own pseudo-terminals: another program's pty cannot be opened from here.
+    terminals = "newinstance,ptmxmode=0666,mode=620"
+    mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, terminals)
     os.mkdir("/tmp/work")
     os.chmod("/tmp/work", 0o1777)
     os.chdir("/tmp/work")
     set_limits(request["limits"])
+    forbid_keyrings(libc)
     for capability in range(64):  # none can come back, even through exec as uid 0
         libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0)  # type: ignore[attr-defined]
     if request["become"] is not None:  # as root: user and group nobody, no capabilities
@@ -380,6 +398,52 @@ def isolate(libc: object, request: dict) -> None:
         header = (ctypes_u32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
         data = (ctypes_u32 * 6)()
         checked(libc.capset(header, data), "capset")  # type: ignore[attr-defined]
+
+
+# Kernel keyrings are not namespaced by PID, IPC, network or mount namespaces: a key added
+# by one program would be readable by the next one running as the same user.
+KEYRING_SYSCALLS = {  # machine: (audit arch, add_key, request_key, keyctl)
+    "x86_64": (0xC000003E, 248, 249, 250),
+    "aarch64": (0xC00000B7, 217, 218, 219),
+}
+
+
+def forbid_keyrings(libc: object) -> None:
+    """A seccomp filter: the keyring system calls fail with EPERM; system calls of another
+    ABI (i386, x32) fail too, so the numbers cannot be dodged. No filter on other machines."""
+    import platform
+
+    numbers = KEYRING_SYSCALLS.get(platform.machine())
+    if numbers is None:
+        return
+    arch, *calls = numbers
+    load, equal, at_least, give = 0x20, 0x15, 0x35, 0x06
+    allow, deny = 0x7FFF0000, 0x00050000 | 1  # SECCOMP_RET_ERRNO | EPERM
+    program = [
+        (load, 0, 0, 4),  # the ABI
+        (equal, 0, 6, arch),
+        (load, 0, 0, 0),  # the system call number
+        (at_least, 4, 0, 0x40000000),  # x32
+        *((equal, 3 - i, 0, call) for i, call in enumerate(calls)),
+        (give, 0, 0, allow),
+        (give, 0, 0, deny),
+    ]
+
+    class Instruction(ctypes.Structure):
+        _fields_ = (
+            ("code", ctypes.c_uint16),
+            ("jt", ctypes.c_uint8),
+            ("jf", ctypes.c_uint8),
+            ("k", ctypes.c_uint32),
+        )
+
+    class Program(ctypes.Structure):
+        _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Instruction)))
+
+    instructions = (Instruction * len(program))(*(Instruction(*i) for i in program))
+    filter_ = Program(len(program), instructions)
+    result = libc.prctl(22, 2, ctypes.byref(filter_), 0, 0)  # type: ignore[attr-defined]
+    checked(result, "seccomp")  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
 
 
 def run_job(fds: dict) -> None:

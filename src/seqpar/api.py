@@ -13,11 +13,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import seqpar
 from seqpar.errors import SeqparError
 from seqpar.report.summary import RunData, summarize
 from seqpar.report.summary import load_run as load_run_data
 from seqpar.run import RunConfig, execute
-from seqpar.strategies.sequential import SequentialTemplate
+from seqpar.strategies.sequential import SequentialTemplate as SequentialTemplate
 from seqpar.types import Sample
 
 if TYPE_CHECKING:
@@ -25,19 +26,7 @@ if TYPE_CHECKING:
 
     from seqpar.analysis.hypotheses import AnalysisPlan
 
-__all__ = [
-    "Run",
-    "RunConfig",
-    "SequentialTemplate",
-    "Study",
-    "browse",
-    "load_run",
-    "load_study",
-    "samples_frame",
-    "start_run",
-    "start_study",
-    "summaries",
-]
+__all__ = [name for name in seqpar.__all__ if name != "__version__"]  # one list, there
 
 STUDY_PLAN = "study.json"  # seqpar.study.PLAN_FILE, without importing the study runner
 DTYPES = {  # Sample field annotation → pandas dtype (nullable where the field may be None)

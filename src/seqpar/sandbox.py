@@ -25,12 +25,15 @@ becomes user and group `nobody`; only then does it read its job. What holds:
    program's own tree, in its own session), IPC namespace (System V shared memory and
    queues vanish with it), network namespace (loopback down: no TCP/UDP, no abstract UNIX
    sockets of the host or of other programs) and tmpfs; no host socket file, host /tmp or
-   other program's files are reachable. When seqpar runs as root and cgroup v1 `memory`
-   and `pids` controllers are mounted (as here), every program gets its own cgroup: memory
-   (RAM, tmpfs pages included) and the number of processes are limited for its **whole
-   process tree**. Fallback without them (not root): `RLIMIT_AS` per process (a tree of p
-   processes may hold p × the limit) and `RLIMIT_NPROC` counted by the kernel per user,
-   shared with the user's other processes. Always: CPU seconds, file size, core dumps off,
+   other program's files are reachable; its own `devpts` (no other program's terminals);
+   a seccomp filter refuses the kernel-keyring calls (keyrings are per user, not per
+   namespace). When seqpar runs as root and cgroup v1 `memory` and `pids` controllers are
+   mounted (as here), every program gets its own cgroups: memory (RAM, tmpfs pages
+   included) and the number of processes are limited for its **whole process tree**, and
+   with the `cpu` controller its tree gets at most one core (it cannot starve the others).
+   Fallback without them (not root): `RLIMIT_AS` per process (a tree of p processes may
+   hold p × the limit) and `RLIMIT_NPROC` counted by the kernel per user, shared with the
+   user's other processes. Always: CPU seconds, file size, core dumps off,
    at most `open_files` descriptors (which also bounds memory held in socket buffers), a
    wall-clock timeout, an output cap.
 3. **Without root** the same: bwrap makes an unprivileged user namespace (the program is
@@ -129,22 +132,33 @@ class Execution:
 
 
 class Cgroups:
-    """Per-program cgroup v1 `memory` and `pids` groups, where seqpar may create them."""
+    """Per-program cgroup v1 `memory`, `pids` and `cpu` groups, where seqpar may create them."""
+
+    CONTROLLERS = ("memory", "pids", "cpu")
 
     def __init__(self) -> None:
         self.parents: dict[str, Path] = {}
         self.counter = itertools.count()
         if os.geteuid() != 0:
             return
-        for controller in ("memory", "pids"):
-            parent = CGROUP_ROOT / controller / f"seqpar-{os.getpid()}"
-            try:
+        for controller in self.CONTROLLERS:
+            base = CGROUP_ROOT / controller
+            with contextlib.suppress(OSError):
+                self.remove_stale(base)
+                parent = base / f"seqpar-{os.getpid()}"
                 parent.mkdir(exist_ok=True)
-            except OSError:
-                self.parents.clear()
-                return
-            self.parents[controller] = parent
+                self.parents[controller] = parent
         atexit.register(self.close)
+
+    def remove_stale(self, base: Path) -> None:
+        """Groups left by a seqpar process that was killed (atexit never ran)."""
+        for parent in base.glob("seqpar-*"):
+            pid = parent.name.removeprefix("seqpar-")
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                for child in [p for p in parent.iterdir() if p.is_dir()]:
+                    self.remove([child / "cgroup.procs"])
+                with contextlib.suppress(OSError):
+                    parent.rmdir()
 
     def close(self) -> None:
         """Remove the parent groups (at exit; programs still running are killed)."""
@@ -156,20 +170,25 @@ class Cgroups:
 
     @property
     def available(self) -> bool:
-        return len(self.parents) == 2
+        """Whether memory and process limits hold per tree (`cpu` is used where present)."""
+        return {"memory", "pids"} <= set(self.parents)
 
     def create(self, limits: Limits) -> list[Path]:
         """New groups for one program, limits set; their `cgroup.procs` files to join."""
         name = str(next(self.counter))
-        memory, pids = self.parents["memory"] / name, self.parents["pids"] / name
-        memory.mkdir()
-        pids.mkdir()
+        groups = {controller: parent / name for controller, parent in self.parents.items()}
+        for group in groups.values():
+            group.mkdir()
+        memory = groups["memory"]
         (memory / "memory.limit_in_bytes").write_text(str(limits.memory_mb << 20))
         swap = memory / "memory.memsw.limit_in_bytes"
         if swap.exists():
             swap.write_text(str(limits.memory_mb << 20))
-        (pids / "pids.max").write_text(str(limits.processes))
-        return [memory / "cgroup.procs", pids / "cgroup.procs"]
+        (groups["pids"] / "pids.max").write_text(str(limits.processes))
+        if "cpu" in groups:  # at most one core for the tree: it cannot starve other programs
+            period = int((groups["cpu"] / "cpu.cfs_period_us").read_text())
+            (groups["cpu"] / "cpu.cfs_quota_us").write_text(str(period))
+        return [group / "cgroup.procs" for group in groups.values()]
 
     @staticmethod
     def remove(procs_files: Sequence[Path]) -> None:
@@ -639,7 +658,7 @@ class Session:
         """Wait for the solution to load; SessionEnded (reason: its error) when it did not."""
         reply = self.receive(deadline, self.limits.output_bytes)
         if "load_error" in reply:
-            raise self.end(str(reply["load_error"]))
+            raise self.end(from_solution(str(reply["load_error"])))
         if reply != {"loaded": True}:
             raise self.end(f"{HARNESS_ERROR}: unexpected reply while loading")
 
@@ -668,7 +687,7 @@ class Session:
             raise CallFailed(f"{HARNESS_ERROR}: arguments are not plain data ({error})") from None
         reply = self.request({"args": encoded}, deadline, self.limits.output_bytes)
         if "error" in reply and type(reply["error"]) is str:
-            raise CallFailed(reply["error"])
+            raise CallFailed(from_solution(reply["error"]))
         if "value" not in reply or len(reply) != 1:
             raise self.end(f"{HARNESS_ERROR}: malformed reply")
         try:
@@ -683,4 +702,10 @@ class Session:
         stdout, truncated, error = (reply.get(k) for k in ("stdout", "truncated", "error"))
         if type(stdout) is not str or type(truncated) is not bool or type(error) is not str:
             raise self.end(f"{HARNESS_ERROR}: malformed reply")
-        return stdout, truncated, error
+        return stdout, truncated, from_solution(error)
+
+
+def from_solution(text: str) -> str:
+    """Text the solution wrote (its traceback): never mistaken for the judge's own
+    "harness error" reasons, which `seqpar report` counts."""
+    return f"the solution raised: {text}" if text.lstrip().startswith(HARNESS_ERROR) else text

@@ -20,6 +20,11 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 # llama-cpp-python compiles llama.cpp from source (about 10 minutes on 2 cores, once: pip
 # keeps the built wheel in its cache).
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
+# Portable x86-64 code (AVX2), not -march=native: on virtual machines whose CPU reports
+# AMX without the kernel granting it, a native build dies with "Illegal instruction".
+if [ "$(uname -m)" = x86_64 ]; then
+  export CMAKE_ARGS=${CMAKE_ARGS:-"-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"}
+fi
 "${pip[@]}" -e ".[bundled,dev,llamacpp,ray]"
 # Debian packages: bubblewrap isolates model-written code (seqpar.sandbox); the report test
 # renders report.html in Chromium (driven by playwright).

@@ -1,5 +1,6 @@
-"""Crash safety: runs, grading and studies killed with SIGKILL at random moments and re-run
-end exactly where an uninterrupted run ends (slow: real bundled model, real CLI)."""
+"""Crash safety: runs, grading and studies killed with SIGKILL at moments of observed
+progress (drawn at random, never clock windows) and re-run end exactly where an
+uninterrupted run ends (slow: real bundled model, real CLI)."""
 
 import json
 import random

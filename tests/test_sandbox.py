@@ -2,7 +2,9 @@
 to fire on an unprotected control (the same program run as a plain child process).
 
 No test waits on the clock: kills and races are ordered by observed progress (a session
-has loaded, a program has finished), never by sleeping."""
+has loaded, a program has finished), never by sleeping. The suite runs as root, as
+`setup.sh` and CI do: per-program cgroups need it, and the unprivileged path is tested by
+becoming `nobody`."""
 
 import os
 import platform
@@ -22,6 +24,12 @@ from seqpar._sandbox_runner import KEYRING_SYSCALLS
 from seqpar.sandbox import Job, Limits, Session, run, run_many
 
 FAST = Limits(timeout_s=2, cpu_s=2)
+
+
+def require_root() -> None:
+    assert os.geteuid() == 0, "run the sandbox tests as root, as CI does (cgroups, setpriv)"
+
+
 ADD = "def add(x, y):\n    return x + y\n"
 
 
@@ -108,9 +116,9 @@ TREE_MEMORY = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="cgroups need root; the fallback is per process")
 def test_memory_limit_holds_for_the_whole_process_tree():
     """Three children of 450 MB each under a 1 GB limit: at most two may hold theirs."""
+    require_root()
     result = run(TREE_MEMORY, limits=Limits(memory_mb=1024, timeout_s=5, cpu_s=10))
     # Killed at the limit while holding, or before it could report: never all three.
     assert "all three held" not in result.stdout
@@ -442,10 +450,10 @@ NON_ROOT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="becomes `nobody` to test the unprivileged path")
 def test_the_same_guarantees_without_root():
     """As `nobody` (bwrap makes an unprivileged user namespace): mounts cannot be undone,
     /proc shows only the program's namespace, kill(0) ends only the program."""
+    require_root()
     python = shutil.which("python3", path="/usr/bin:/bin")
     assert python, "Debian's python3 runs the unprivileged check"
     src = str(Path(sandbox.__file__).parents[1])
@@ -490,9 +498,9 @@ def test_pseudo_terminals_are_private_to_a_program():
         )
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="cgroups need root")
 def test_each_program_tree_is_held_to_one_core():
     """cgroup v1 `cpu`: the quota of the program's group is one period (one core)."""
+    require_root()
     groups = run("print(open('/proc/self/cgroup').read())").stdout
     cpu = next(line.split(":", 2)[2] for line in groups.splitlines() if ":cpu:" in line)
     assert cpu.startswith("/seqpar-")

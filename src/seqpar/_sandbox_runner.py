@@ -29,12 +29,17 @@ MAX_FRAME = 1 << 30  # requests come from the trusted side
 TAGS = ("tuple", "set", "frozenset", "dict", "bytes", "complex")
 
 
-def encode(value: object, depth: int = 0) -> object:
-    """A JSON-able tagged form of plain built-in data; TypeError for anything else."""
+def plain_scalar(value: object, depth: int) -> bool:
+    """Whether `value` stands for itself in both forms; ValueError past the depth bound."""
     if depth > MAX_DEPTH:
         raise ValueError(f"data nested deeper than {MAX_DEPTH} levels")
+    return value is None or type(value) in (bool, int, float, str)
+
+
+def encode(value: object, depth: int = 0) -> object:
+    """A JSON-able tagged form of plain built-in data; TypeError for anything else."""
     kind = type(value)
-    if value is None or kind in (bool, int, float, str):
+    if plain_scalar(value, depth):
         return value
     if kind is list:
         return [encode(item, depth + 1) for item in value]  # type: ignore[attr-defined]
@@ -52,10 +57,8 @@ def encode(value: object, depth: int = 0) -> object:
 
 def decode(data: object, depth: int = 0) -> object:
     """The value of an `encode`d form; ValueError for anything `encode` cannot produce."""
-    if depth > MAX_DEPTH:
-        raise ValueError(f"data nested deeper than {MAX_DEPTH} levels")
     kind = type(data)
-    if data is None or kind in (bool, int, float, str):
+    if plain_scalar(data, depth):
         return data
     if kind is list:
         return [decode(item, depth + 1) for item in data]  # type: ignore[attr-defined]

@@ -16,6 +16,7 @@ from seqpar.analysis.induction import (
     induction_score,
     induction_targets,
     layer_head_scores,
+    share_copied,
     span_mass,
 )
 from seqpar.report.summary import RunData
@@ -159,4 +160,4 @@ def copied_spans(text: str, sources: Sequence[str], n: int) -> Copied:
         elif hit:
             runs.append([start, start + n - 1])
     spans = tuple((tokens[first][1], tokens[last][2]) for first, last in runs)
-    return Copied(spans, copy_rate(words, source, n))
+    return Copied(spans, share_copied(copied))

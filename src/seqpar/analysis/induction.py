@@ -60,7 +60,11 @@ def copied_ngrams(tokens: Sequence[Hashable], source: Sequence[Hashable], n: int
 
 def copy_rate(tokens: Sequence[Hashable], source: Sequence[Hashable], n: int) -> float:
     """Share of the n-grams of `tokens` that also occur in `source` (nan when too short)."""
-    copied = copied_ngrams(tokens, source, n)
+    return share_copied(copied_ngrams(tokens, source, n))
+
+
+def share_copied(copied: Sequence[bool]) -> float:
+    """The copy rate of `copied_ngrams`' answer (nan when there is no n-gram)."""
     return sum(copied) / len(copied) if copied else float("nan")
 
 

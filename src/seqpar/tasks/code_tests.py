@@ -40,7 +40,6 @@ import json
 import random
 import sys
 import time
-import traceback
 import types
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,7 +50,6 @@ from seqpar import _sandbox_runner as runner
 from seqpar.sandbox import INT_DIGITS, STARTUP_S, CallFailed, Limits, Session, SessionEnded
 from seqpar.types import TestResult
 
-TAIL_CHARS = 600
 SHOWN_CHARS = 300
 TIMED_OUT = "timed out"
 NOT_RUN_AFTER_TIMEOUT = "not run: an earlier test timed out"
@@ -98,11 +96,6 @@ def behaviour_digest(events: Sequence[Any]) -> str:
 def shown(value: object) -> str:
     text = repr(value)
     return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "…"
-
-
-def failure(error: BaseException) -> str:
-    lines = traceback.format_exception(type(error), error, error.__traceback__)
-    return "".join(lines)[-TAIL_CHARS:]
 
 
 def last_line(text: str) -> str:
@@ -254,7 +247,7 @@ class Judge:
         except CallFailed as failed:
             error = str(failed)
         except Exception as other:  # the test's own assertion, or its code on a bad value
-            error = failure(other)
+            error = runner.failure(other)
         if self.stopped == NOT_RUN_AFTER_TIMEOUT and not error:
             error = TIMED_OUT
         return TestResult(

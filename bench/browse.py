@@ -20,11 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from seqpar.run import RunConfig
+from seqpar.config import RunConfig
+from seqpar.registry import get_task
+from seqpar.specs import ParallelSpec, TaskSpec
 from seqpar.store import RunStore
 from seqpar.strategies.padded import PaddedParallelStrategy
 from seqpar.study import PLAN_FILE, plan
-from seqpar.tasks import get_task, select
+from seqpar.tasks import select
 from seqpar.types import Sample
 
 WORDS = ("the", "of", "and", "to", "a", "in", "so", "then", "step", "total", "each", "answer")
@@ -39,7 +41,11 @@ def text(rng: random.Random, chars: int, copied: str) -> str:
 
 def write_study(out: Path, problems: int, n: int, chars: int) -> int:
     """The study's directories; returns the number of samples written."""
-    base = RunConfig(model="smollm2-135m-instruct", task="arith", n=n, limit=problems)
+    base = RunConfig(
+        model="smollm2-135m-instruct",
+        task=TaskSpec("arith", limit=problems),
+        strategy=ParallelSpec(n),
+    )
     chosen = select(get_task("arith").load(), problems)
     runs = plan(base, out, code_task=False)
     record = {"base": base.to_json(), "data_dir": None, "runs": [r.name for r in runs]}
@@ -49,7 +55,7 @@ def write_study(out: Path, problems: int, n: int, chars: int) -> int:
     for run in runs:
         strategy = (
             PaddedParallelStrategy(n, base.template, {}, {}, len)
-            if run.config.strategy == "padded-parallel"
+            if run.config.strategy.name == "padded-parallel"
             else run.config.build_strategy()
         )
         store = RunStore(out / run.name)

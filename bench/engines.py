@@ -20,14 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
+from seqpar.config import RunConfig
 from seqpar.engines.llamacpp import LlamaCppEngine
 from seqpar.engines.models import BUNDLED, bundled_gguf
 from seqpar.engines.openai import OpenAIEngine
-from seqpar.run import RunConfig, execute
+from seqpar.registry import STRATEGIES, get_task
+from seqpar.run import execute
 from seqpar.sampling import SamplingParams
+from seqpar.specs import SequentialTemplate, TaskSpec
 from seqpar.store import RunStore
-from seqpar.strategies.sequential import SequentialTemplate
-from seqpar.tasks import get_task
 from seqpar.types import Message, Request
 
 
@@ -36,18 +37,18 @@ def prefix_reuse(engine: LlamaCppEngine, args: argparse.Namespace, root: Path) -
     evaluated vs the tokens new in each round."""
     rows = {}
     for strategy in ("parallel", "sequential"):
+        spec = STRATEGIES[strategy].spec
+        assert spec is not None
         config = RunConfig(
             model=args.model,
-            task="arith",
-            strategy=strategy,
-            n=args.n,
-            limit=args.problems,
-            max_tokens=args.max_tokens,
             engine="llamacpp",
+            task=TaskSpec("arith", limit=args.problems),
+            strategy=spec(args.n),
+            sampling=SamplingParams(temperature=0.7, max_tokens=args.max_tokens, seed=0),
             template=SequentialTemplate(history="full", layout="multiturn"),
         )
         start = time.perf_counter()
-        store = execute(config, root / strategy, engine=engine, engine_options={"progress": False})
+        store = execute(config, root / strategy, engine=engine, progress=False)
         wall = time.perf_counter() - start
         samples = [s for s in store.samples() if s.status == "ok"]
         generated = sum(s.completion_tokens for s in samples)

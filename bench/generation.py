@@ -14,8 +14,8 @@ import time
 
 from seqpar.engines.hf import HFEngine
 from seqpar.engines.models import DEFAULT_MODEL
+from seqpar.registry import get_task
 from seqpar.sampling import SamplingParams
-from seqpar.tasks import get_task
 from seqpar.types import Message, Request
 
 

@@ -38,7 +38,8 @@ def test_import_seqpar_is_light_and_the_api_loads_on_first_use():
         [
             sys.executable,
             "-c",
-            "import sys, seqpar; seqpar.load_run; seqpar.RunConfig(n=2); "
+            "import sys, seqpar; seqpar.load_run; "
+            "seqpar.RunConfig(strategy=seqpar.ParallelSpec(2)); "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'pandas'}))",
         ],
         capture_output=True,

@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from seqpar.distributed import MemoryStore
+from seqpar.scheduler import MemoryStore
 from seqpar.types import Sample
 
 from .conftest import TEST_MODEL

@@ -6,12 +6,15 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 
 from seqpar.aggregate import pass_at_k
+from seqpar.config import DEFAULT_SAMPLING, RunConfig
 from seqpar.report.summary import summarize
-from seqpar.run import RunConfig, execute
+from seqpar.run import execute
+from seqpar.specs import HybridSpec, PaddedSpec, ParallelSpec, SequentialSpec, TaskSpec
 from seqpar.store import RunStore
 
 from .conftest import TEST_MODEL
@@ -29,14 +32,22 @@ def cli(*args, **kwargs):
     )
 
 
-def config(**changes):
-    values = {"model": TEST_MODEL, "task": "gsm8k", "n": 2, "limit": 2, "max_tokens": 48}
-    return RunConfig(**{**values, **changes})
+SPECS = {"parallel": ParallelSpec, "sequential": SequentialSpec}
+
+
+def config(strategy="parallel", *, task="gsm8k", n=2, limit=2, max_tokens=48, feedback="none"):
+    """A run of the test model: `strategy` by name with its defaults, `n` samples/rounds."""
+    return RunConfig(
+        model=TEST_MODEL,
+        task=TaskSpec(task, limit=limit, feedback=feedback),
+        strategy=SPECS[strategy](n),
+        sampling=replace(DEFAULT_SAMPLING, max_tokens=max_tokens),
+    )
 
 
 @pytest.mark.parametrize("strategy", ["parallel", "sequential"])
 def test_both_strategies_on_gsm8k(tmp_path, data_dir, small_engine, strategy):
-    store = execute(config(strategy=strategy), tmp_path, data_dir=data_dir, engine=small_engine)
+    store = execute(config(strategy), tmp_path, data_dir=data_dir, engine=small_engine)
     samples = store.samples()
     assert len(samples) == 4 and all(s.status == "ok" for s in samples)
     manifest = store.manifest()
@@ -63,9 +74,9 @@ def test_both_strategies_on_gsm8k(tmp_path, data_dir, small_engine, strategy):
 
 
 def test_prompt_over_context_is_skipped_and_run_goes_on(tmp_path, data_dir, small_engine):
-    from seqpar.tasks import get_task
+    from seqpar.registry import get_task
 
-    cfg = config(strategy="sequential", limit=1, max_tokens=32)
+    cfg = config("sequential", limit=1, max_tokens=32)
     task = get_task("gsm8k", data_dir=data_dir)
     problem = task.load()[0]
     first = cfg.build_strategy().messages(problem, task.prompt(problem), [], 1)
@@ -133,7 +144,8 @@ def test_cli_kill_and_resume(tmp_path, data_dir):
 
     changed = cli(*[a if a != "2" else "3" for a in args])
     assert changed.returncode == 2
-    assert "different configuration" in changed.stderr and "config.n: 2 → 3" in changed.stderr
+    assert "different configuration" in changed.stderr
+    assert "config.strategy.n: 2 → 3" in changed.stderr
 
     report = cli("report", str(out), "--json")
     (summary,) = json.loads(report.stdout)
@@ -146,11 +158,11 @@ def test_cli_kill_and_resume(tmp_path, data_dir):
     ("args", "message"),
     [
         (["--model", "nope"], "unknown model 'nope'"),
-        (["--task", "gsm9k"], "unknown task 'gsm9k'; known: arith, gsm8k"),
+        (["--task", "gsm9k"], "argument --task: invalid choice: 'gsm9k'"),
         (["--task", "gsm8k", "--data-dir", "EMPTY"], "gsm8k_test.jsonl not found"),
-        (["--n", "0"], "--n must be >= 1"),
-        (["--limit", "0"], "--limit must be >= 1"),
-        (["--strategy", "tree"], "unknown strategy 'tree'"),
+        (["--n", "0"], "--n must be >= 1, got 0"),
+        (["--limit", "0"], "--limit must be >= 1, got 0"),
+        (["--strategy", "tree"], "argument --strategy: invalid choice: 'tree'"),
     ],
 )
 def test_bad_input_fails_clearly_and_writes_nothing(tmp_path, args, message):
@@ -201,15 +213,11 @@ def test_help_is_fast_and_lists_commands():
 
 
 def test_humaneval_sequential_hidden_feedback_and_parallel_best_of_n(tmp_path, small_engine):
-    common = {"model": TEST_MODEL, "task": "humaneval", "n": 2, "limit": 3, "max_tokens": 96}
+    common = {"task": "humaneval", "n": 2, "limit": 3, "max_tokens": 96}
     sequential = execute(
-        RunConfig(**common, strategy="sequential", feedback="hidden"),
-        tmp_path / "seq",
-        engine=small_engine,
+        config("sequential", **common, feedback="hidden"), tmp_path / "seq", engine=small_engine
     )
-    parallel = execute(
-        RunConfig(**common, strategy="parallel"), tmp_path / "par", engine=small_engine
-    )
+    parallel = execute(config("parallel", **common), tmp_path / "par", engine=small_engine)
     seq_samples = sequential.samples()
     assert len(seq_samples) == 6 and len(parallel.samples()) == 6
     for sample in seq_samples:
@@ -246,15 +254,15 @@ def test_feedback_level_must_suit_the_task(tmp_path):
 def test_padded_parallel_matches_sequential_lengths_and_hybrid_runs(
     tmp_path, data_dir, small_engine
 ):
-    base = {"model": TEST_MODEL, "task": "gsm8k", "n": 3, "limit": 2, "max_tokens": 24}
+    base = config("sequential", n=3, limit=2, max_tokens=24)
     execute(
-        RunConfig(**base, strategy="sequential"),
+        base,
         tmp_path / "seq",
         data_dir=data_dir,
         engine=small_engine,
     )
     padded = execute(
-        RunConfig(**base, strategy="padded-parallel", match=str(tmp_path / "seq")),
+        base.with_strategy(PaddedSpec(3, match=str(tmp_path / "seq"))),
         tmp_path / "pad",
         data_dir=data_dir,
         engine=small_engine,
@@ -267,12 +275,8 @@ def test_padded_parallel_matches_sequential_lengths_and_hybrid_runs(
             <= 0.05 * sample.target_prompt_tokens
         )
     scaled = execute(
-        RunConfig(
-            **base,
-            strategy="padded-parallel",
-            match=str(tmp_path / "seq"),
-            pad_scale=2,
-            filler="neutral",
+        base.with_strategy(
+            PaddedSpec(3, match=str(tmp_path / "seq"), pad_scale=2, filler="neutral")
         ),
         tmp_path / "pad2",
         data_dir=data_dir,
@@ -282,7 +286,7 @@ def test_padded_parallel_matches_sequential_lengths_and_hybrid_runs(
         if sample.round > 1:
             assert sample.prompt_tokens > reference[sample.key]
     hybrid = execute(
-        RunConfig(**base, strategy="hybrid", hybrid_k=1),
+        base.with_strategy(HybridSpec(3, hybrid_k=1)),
         tmp_path / "hyb",
         data_dir=data_dir,
         engine=small_engine,

@@ -85,14 +85,16 @@ def test_real_embedder_sees_the_whole_solution(embedder):
 
 
 def test_run_embeddings_skip_unfinished_samples_and_stale_caches(tmp_path):
+    from seqpar.config import RunConfig
     from seqpar.engines import derive_seed
     from seqpar.report.study import EMBEDDINGS, run_embeddings
-    from seqpar.report.summary import load_run
-    from seqpar.run import RunConfig, execute
+    from seqpar.run import execute
+    from seqpar.rundata import load_run
+    from seqpar.specs import ParallelSpec, TaskSpec
 
     from .test_novelty import SeedScriptedEngine
 
-    config = RunConfig(task="arith", strategy="parallel", n=3, limit=1)
+    config = RunConfig(task=TaskSpec("arith", limit=1), strategy=ParallelSpec(3))
     problem = config.build_task().load()[0]
     texts = ["<think>no end in sight", "<think>ok</think>\\boxed{1}", "\\boxed{2}"]
     engine = SeedScriptedEngine(

@@ -10,8 +10,9 @@ import pytest
 
 from seqpar.engines.openai import Backoff, OpenAIEngine, ServerUnavailable
 from seqpar.errors import SeqparError
+from seqpar.registry import get_task
 from seqpar.sampling import SamplingParams
-from seqpar.tasks import get_task, select
+from seqpar.tasks import select
 from seqpar.tasks.extract import MAX_ANSWER_CHARS
 from seqpar.types import Message, Problem, Request
 

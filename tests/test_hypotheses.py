@@ -178,10 +178,12 @@ def test_dry_run_sensitivity_of_a_planned_size():
 
 
 def test_study_plan_has_the_longer_and_the_neutral_padded_arms():
-    from seqpar.run import RunConfig
+    from seqpar.config import RunConfig
+    from seqpar.specs import ParallelSpec
     from seqpar.study import plan
 
-    runs = {r.name: r for r in plan(RunConfig(n=4), Path("/tmp/s"), False, PLAN)}
+    base = RunConfig(strategy=ParallelSpec(4))
+    runs = {r.name: r for r in plan(base, Path("/tmp/s"), False, PLAN)}
     assert list(runs)[:5] == [
         "parallel",
         "sequential",
@@ -189,14 +191,12 @@ def test_study_plan_has_the_longer_and_the_neutral_padded_arms():
         "padded-parallel-x2",
         "padded-parallel-neutral",
     ]
-    assert (runs["padded-parallel"].config.pad_scale, runs["padded-parallel"].config.filler) == (
-        1.0,
-        "other",
-    )
-    assert runs["padded-parallel-x2"].config.pad_scale == 2.0
-    assert runs["padded-parallel-neutral"].config.filler == "neutral"
+    padded = runs["padded-parallel"].config.strategy
+    assert (padded.name, padded.pad_scale, padded.filler) == ("padded-parallel", 1.0, "other")
+    assert runs["padded-parallel-x2"].config.strategy.pad_scale == 2.0
+    assert runs["padded-parallel-neutral"].config.strategy.filler == "neutral"
     assert {"hybrid-k1", "hybrid-k2"} <= set(runs)
-    with_k3 = plan(RunConfig(n=4), Path("/tmp/s"), False, AnalysisPlan(hybrid_k=3))
+    with_k3 = plan(base, Path("/tmp/s"), False, AnalysisPlan(hybrid_k=3))
     assert "hybrid-k3" in {r.name for r in with_k3}
 
 

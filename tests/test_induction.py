@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from seqpar.analysis.ablation import HeadAblation, parse_heads
 from seqpar.analysis.induction import (
     copy_rate,
     induction_score,
@@ -13,7 +12,9 @@ from seqpar.analysis.induction import (
     prefix_matching_scores,
     span_mass,
 )
+from seqpar.engines.ablation import HeadAblation
 from seqpar.errors import SeqparError
+from seqpar.specs import AblationSpec
 
 
 def test_targets_and_scores_by_hand():
@@ -35,10 +36,10 @@ def test_copy_rate():
 
 
 def test_parse_heads():
-    assert parse_heads("3.1, 10.7") == ((3, 1), (10, 7))
-    assert parse_heads("") == ()
+    assert AblationSpec.parse("3.1, 10.7").heads == ((3, 1), (10, 7))
+    assert AblationSpec.parse("").heads == ()
     with pytest.raises(SeqparError, match="bad head '3-1'"):
-        parse_heads("3-1")
+        AblationSpec.parse("3-1")
 
 
 @pytest.mark.slow

@@ -147,13 +147,14 @@ def test_a_sample_that_cannot_be_graded_gets_a_harness_error_grade():
 
 
 def test_harness_errors_are_counted_in_the_report(tmp_path):
+    from seqpar.config import RunConfig
     from seqpar.report.summary import markdown, summarize
-    from seqpar.run import RunConfig
+    from seqpar.specs import ParallelSpec, TaskSpec
     from seqpar.store import RunStore
     from seqpar.types import Sample
 
     store = RunStore(tmp_path)
-    config = RunConfig(task="arith", n=2, limit=1)
+    config = RunConfig(task=TaskSpec("arith", limit=1), strategy=ParallelSpec(2))
     store.create({"identity": {"config": config.to_json()}, "problem_ids": ["p"]})
     broken = f"{HARNESS_ERROR}: RuntimeError: the harness fell over"
     store.append(

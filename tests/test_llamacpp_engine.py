@@ -5,10 +5,11 @@ import asyncio
 
 import pytest
 
+from seqpar.config import RunConfig
 from seqpar.engines.llamacpp import LlamaCppEngine, reused_prefix
-from seqpar.run import RunConfig, execute
+from seqpar.run import execute
 from seqpar.sampling import SamplingParams
-from seqpar.strategies.sequential import SequentialTemplate
+from seqpar.specs import SequentialSpec, SequentialTemplate, TaskSpec
 from seqpar.types import Message, Request
 
 from .conftest import TEST_MODEL
@@ -43,9 +44,10 @@ def test_same_seed_and_cache_state_same_text_and_repeated_prompts_hit_the_cache(
 @pytest.mark.slow
 def test_sequential_rounds_evaluate_only_their_new_tokens(engine, tmp_path):
     config = RunConfig(
-        model=TEST_MODEL, task="arith", strategy="sequential", n=3, limit=3, max_tokens=40,
-        engine="llamacpp", template=SequentialTemplate(history="full", layout="multiturn"),
-        task_options={"difficulty": 1},
+        model=TEST_MODEL, engine="llamacpp",
+        task=TaskSpec("arith", {"difficulty": 1}, limit=3), strategy=SequentialSpec(3),
+        sampling=SamplingParams(temperature=0.7, max_tokens=40, seed=0),
+        template=SequentialTemplate(history="full", layout="multiturn"),
     )  # fmt: skip
     samples = {s.key: s for s in execute(config, tmp_path, engine=engine).samples()}
     assert len(samples) == 9

@@ -164,11 +164,12 @@ POWER_TOWER = "\\boxed{9^{9^{9^{9^{9^{9}}}}}}"
 
 
 def test_a_grading_that_runs_out_of_time_is_recorded_and_counted_incorrect(tmp_path):
+    from seqpar.config import RunConfig
+    from seqpar.errors import GRADE_TIMED_OUT
+    from seqpar.registry import get_task
     from seqpar.report.summary import markdown, summarize
-    from seqpar.run import RunConfig
+    from seqpar.specs import ParallelSpec, TaskSpec
     from seqpar.store import RunStore
-    from seqpar.tasks import get_task
-    from seqpar.tasks.math import GRADE_TIMED_OUT
     from seqpar.types import Problem, Sample
 
     start = time.perf_counter()
@@ -181,7 +182,7 @@ def test_a_grading_that_runs_out_of_time_is_recorded_and_counted_incorrect(tmp_p
     )
 
     store = RunStore(tmp_path)
-    config = RunConfig(task="arith", n=2, limit=1)
+    config = RunConfig(task=TaskSpec("arith", limit=1), strategy=ParallelSpec(2))
     store.create({"identity": {"config": config.to_json()}, "problem_ids": ["p"]})
     store.append(
         [

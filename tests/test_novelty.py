@@ -5,10 +5,12 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
+from seqpar.config import RunConfig
 from seqpar.errors import SeqparError
 from seqpar.report.summary import summarize
-from seqpar.run import RunConfig, execute
+from seqpar.run import execute
 from seqpar.sampling import SamplingParams
+from seqpar.specs import NoveltySpec, ParallelSpec, TaskSpec
 from seqpar.strategies.novelty import Novelty, max_similarity, repeats_answer
 from seqpar.types import Completion, Message, Request
 
@@ -71,7 +73,9 @@ def test_answer_rejection_redraws_duplicates(tmp_path):
 
     engine = ScriptedEngine()
     config = RunConfig(
-        task="arith", strategy="parallel", n=3, limit=2, reject="answer", max_retries=1
+        task=TaskSpec("arith", limit=2),
+        strategy=ParallelSpec(3),
+        novelty=NoveltySpec("answer", max_retries=1),
     )
     problems = config.build_task().load()[:2]
     engine.prime(derive_seed(0, p.id, c, 1) for p in problems for c in range(3))
@@ -92,7 +96,11 @@ def test_answer_rejection_redraws_duplicates(tmp_path):
 
 def test_reject_mode_must_suit_the_task(tmp_path):
     with pytest.raises(SeqparError, match="--reject behaviour does not apply to task 'arith'"):
-        execute(RunConfig(task="arith", reject="behaviour"), tmp_path, engine=ScriptedEngine())
+        execute(
+            RunConfig(task=TaskSpec("arith"), novelty=NoveltySpec("behaviour")),
+            tmp_path,
+            engine=ScriptedEngine(),
+        )
 
 
 @pytest.mark.slow
@@ -101,14 +109,10 @@ def test_embedding_rejection_with_the_real_model(tmp_path, small_engine):
     # retry budget runs out: 2 redraws for each of chains 1 and 2.
     config = RunConfig(
         model=TEST_MODEL,
-        task="arith",
-        strategy="parallel",
-        n=3,
-        limit=1,
-        max_tokens=24,
-        temperature=0.0,
-        reject="embedding",
-        max_retries=2,
+        task=TaskSpec("arith", limit=1),
+        strategy=ParallelSpec(3),
+        sampling=SamplingParams(temperature=0.0, max_tokens=24, seed=0),
+        novelty=NoveltySpec("embedding", max_retries=2),
     )
     store = execute(config, tmp_path, engine=small_engine)
     draws = store.samples()
@@ -135,10 +139,13 @@ class SeedScriptedEngine(ScriptedEngine):
 def test_parallel_rejection_run_is_scored_by_its_first_k_accepted_draws(tmp_path):
     from seqpar.aggregate import budgets, parallel_score
     from seqpar.engines import derive_seed
-    from seqpar.report.summary import load_run, markdown, solutions_by_problem
+    from seqpar.report.summary import markdown
+    from seqpar.rundata import load_run, solutions_by_problem
 
     config = RunConfig(
-        task="arith", strategy="parallel", n=3, limit=1, reject="answer", max_retries=1
+        task=TaskSpec("arith", limit=1),
+        strategy=ParallelSpec(3),
+        novelty=NoveltySpec("answer", max_retries=1),
     )
     problem = config.build_task().load()[0]
 

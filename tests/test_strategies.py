@@ -1,8 +1,9 @@
 import pytest
 
+from seqpar.config import RunConfig
 from seqpar.errors import SeqparError
-from seqpar.run import RunConfig
-from seqpar.strategies.sequential import SequentialTemplate
+from seqpar.specs import HybridSpec, ParallelSpec, SequentialSpec, SequentialTemplate
+from seqpar.strategies.sequential import render, shown
 from seqpar.types import Attempt, Message, Problem
 
 PROBLEM = Problem("p", "Q")
@@ -11,13 +12,13 @@ PREVIOUS = [Attempt("<think>scratch</think>first \\boxed{1}"), Attempt("second \
 
 
 def test_parallel_ignores_history():
-    strategy = RunConfig(strategy="parallel", n=4).build_strategy()
+    strategy = RunConfig(strategy=ParallelSpec(4)).build_strategy()
     assert (strategy.chains, strategy.rounds) == (4, 1)
     assert strategy.messages(PROBLEM, "Q", [], 1) == (Message("user", "Q"),)
 
 
 def test_sequential_single_message_final_history():
-    strategy = RunConfig(strategy="sequential", n=3).build_strategy()
+    strategy = RunConfig(strategy=SequentialSpec(3)).build_strategy()
     assert (strategy.chains, strategy.rounds) == (1, 3)
     assert strategy.messages(PROBLEM, "Q", [], 1) == (Message("user", "Q"),)
     (message,) = strategy.messages(PROBLEM, "Q", PREVIOUS, 3)
@@ -29,21 +30,21 @@ def test_sequential_single_message_final_history():
 
 def test_sequential_full_history_and_instruction():
     template = SequentialTemplate(history="full", instruction="different")
-    (message,) = template.messages("Q", PREVIOUS)
+    (message,) = render(template, "Q", PREVIOUS)
     assert "<think>scratch</think>" in message.content
     assert "different approach" in message.content
 
 
 def test_sequential_multiturn_layout():
     template = SequentialTemplate(layout="multiturn", instruction="improve")
-    turns = template.messages("Q", PREVIOUS)
+    turns = render(template, "Q", PREVIOUS)
     assert [m.role for m in turns] == ["user", "assistant", "user", "assistant", "user"]
     assert turns[1].content == "first \\boxed{1}"
     assert "improved solution" in turns[-1].content
 
 
 def test_unclosed_reasoning_shown_as_unfinished():
-    assert SequentialTemplate().shown("<think>never ends") == "(unfinished: no final answer)"
+    assert shown(SequentialTemplate(), "<think>never ends") == "(unfinished: no final answer)"
 
 
 def test_unknown_options_are_errors():
@@ -51,24 +52,25 @@ def test_unknown_options_are_errors():
         SeqparError, match="unknown template layout 'tree'; known: single, multiturn"
     ):
         SequentialTemplate(layout="tree")
-    with pytest.raises(SeqparError, match="unknown strategy 'beam'"):
-        RunConfig(strategy="beam", n=2).build_strategy()
-    with pytest.raises(SeqparError, match="--n must be >= 1"):
-        RunConfig(strategy="parallel", n=0)
+    beam = {**RunConfig().to_json(), "strategy": {"name": "beam", "n": 2}}
+    with pytest.raises(SeqparError, match="unknown strategy 'beam'; known: parallel"):
+        RunConfig.from_json(beam)
+    with pytest.raises(SeqparError, match="--n must be >= 1, got 0"):
+        RunConfig(strategy=ParallelSpec(n=0))
 
 
 def test_feedback_stands_next_to_its_solution():
     attempts = [Attempt("def f(): pass", "Feedback from the hidden tests: 0 of 2 passed.")]
-    (single,) = SequentialTemplate().messages("Q", attempts)
+    (single,) = render(SequentialTemplate(), "Q", attempts)
     assert (
         "### Previous solution 1\ndef f(): pass\n\nFeedback from the hidden tests" in single.content
     )
-    turns = SequentialTemplate(layout="multiturn").messages("Q", attempts)
+    turns = render(SequentialTemplate(layout="multiturn"), "Q", attempts)
     assert turns[2].content.startswith("Feedback from the hidden tests: 0 of 2 passed.\n\nSolve")
 
 
 def test_hybrid_shares_its_sequential_prefix():
-    strategy = RunConfig(strategy="hybrid", n=3, hybrid_k=2).build_strategy()
+    strategy = RunConfig(strategy=HybridSpec(3, hybrid_k=2)).build_strategy()
     assert (strategy.chains, strategy.rounds, strategy.scored_round) == (3, 3, 3)
     assert strategy.history(0, 2) == [(0, 1)]
     assert strategy.history(1, 1) is None and strategy.history(2, 2) is None

@@ -1,7 +1,8 @@
 import pytest
 
 from seqpar.errors import SeqparError
-from seqpar.tasks import get_task, select
+from seqpar.registry import get_task
+from seqpar.tasks import select
 from seqpar.tasks.synthetic import make_problem
 
 

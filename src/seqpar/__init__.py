@@ -8,10 +8,18 @@ free of torch: `seqpar.load_run`, `seqpar.load_study`, `seqpar.summaries`,
 __version__ = "0.1.0"
 
 __all__ = [  # the API, loaded on first use (see __getattr__)
+    "AblationSpec",
+    "HybridSpec",
+    "NoveltySpec",
+    "PaddedSpec",
+    "ParallelSpec",
     "Run",
     "RunConfig",
+    "SamplingParams",
+    "SequentialSpec",
     "SequentialTemplate",
     "Study",
+    "TaskSpec",
     "__version__",
     "browse",
     "load_run",
@@ -25,10 +33,18 @@ __all__ = [  # the API, loaded on first use (see __getattr__)
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (PEP 781)
 if TYPE_CHECKING:
     from seqpar.api import (
+        AblationSpec,
+        HybridSpec,
+        NoveltySpec,
+        PaddedSpec,
+        ParallelSpec,
         Run,
         RunConfig,
+        SamplingParams,
+        SequentialSpec,
         SequentialTemplate,
         Study,
+        TaskSpec,
         browse,
         load_run,
         load_study,

@@ -35,8 +35,9 @@ from typing import Literal
 
 import numpy as np
 
+from seqpar.registry import AGGREGATORS
+
 Ties = Literal["expected", "first", "last"]
-AGGREGATORS = ("last", "majority", "best-of-n", "pass@k")
 MAX_SUBSETS = 200
 
 
@@ -106,7 +107,55 @@ def best_of_n_score(solutions: Sequence[Solution], *, ties: Ties = "expected") -
     return pick_score([s for s, r in zip(solutions, rank, strict=True) if r == top], ties)
 
 
-SUBSET_AGGREGATORS = {"majority": majority_score, "best-of-n": best_of_n_score}
+@dataclass(frozen=True)
+class Aggregator:
+    """How solutions become one verdict: on k of n exchangeable samples (`parallel`, expected
+    over subsets) and on the first k rounds of a chain (`chain`)."""
+
+    name: str
+    parallel: Callable[[Sequence[Solution], int, Ties, random.Random], float]
+    chain: Callable[[Sequence[Solution], Ties], float]
+    needs_scores: bool = False  # meaningful only where solutions carry verifier scores
+
+
+def over_subsets(
+    score: Callable[..., float],
+) -> Callable[[Sequence[Solution], int, Ties, random.Random], float]:
+    """A subset aggregator's expected score over (up to MAX_SUBSETS) k-subsets of n samples."""
+
+    def expected(solutions: Sequence[Solution], k: int, ties: Ties, rng: random.Random) -> float:
+        picks = subsets(len(solutions), k, rng)
+        return sum(score([solutions[i] for i in pick], ties=ties) for pick in picks) / len(picks)
+
+    return expected
+
+
+def correct_share(solutions: Sequence[Solution], k: int, ties: Ties, rng: random.Random) -> float:
+    return sum(s.correct for s in solutions) / len(solutions)
+
+
+def unbiased_pass_at_k(
+    solutions: Sequence[Solution], k: int, ties: Ties, rng: random.Random
+) -> float:
+    return pass_at_k(len(solutions), sum(s.correct for s in solutions), k)
+
+
+LAST = Aggregator("last", correct_share, lambda prefix, ties: float(prefix[-1].correct))
+MAJORITY = Aggregator(
+    "majority", over_subsets(majority_score), lambda p, t: majority_score(p, ties=t)
+)
+BEST_OF_N = Aggregator(
+    "best-of-n", over_subsets(best_of_n_score), lambda p, t: best_of_n_score(p, ties=t), True
+)
+PASS_AT_K = Aggregator(
+    "pass@k", unbiased_pass_at_k, lambda prefix, ties: float(any(s.correct for s in prefix))
+)
+
+
+def aggregator_named(name: str) -> Aggregator:
+    """The registered aggregator `name` (an unknown name is an error listing the known)."""
+    aggregator: Aggregator = AGGREGATORS[name].load()
+    return aggregator
 
 
 def answer_classes(
@@ -146,31 +195,14 @@ def parallel_score(
     rng: random.Random | None = None,
 ) -> float:
     """Expected score of `aggregator` on k of the problem's exchangeable samples."""
-    n = len(solutions)
-    c = sum(s.correct for s in solutions)
-    if aggregator == "pass@k":
-        return pass_at_k(n, c, k)
-    if aggregator == "last":
-        return c / n
-    if aggregator in SUBSET_AGGREGATORS:
-        score = SUBSET_AGGREGATORS[aggregator]
-        picks = subsets(n, k, rng or random.Random(0))
-        return sum(score([solutions[i] for i in pick], ties=ties) for pick in picks) / len(picks)
-    raise ValueError(f"unknown aggregator {aggregator!r}; known: {', '.join(AGGREGATORS)}")
+    return aggregator_named(aggregator).parallel(solutions, k, ties, rng or random.Random(0))
 
 
 def chain_score(
     rounds: Sequence[Solution], k: int, aggregator: str, *, ties: Ties = "expected"
 ) -> float:
     """Score of `aggregator` on the first k rounds of a sequential chain."""
-    prefix = rounds[:k]
-    if aggregator == "pass@k":
-        return float(any(s.correct for s in prefix))
-    if aggregator == "last":
-        return float(prefix[-1].correct)
-    if aggregator in SUBSET_AGGREGATORS:
-        return SUBSET_AGGREGATORS[aggregator](prefix, ties=ties)
-    raise ValueError(f"unknown aggregator {aggregator!r}; known: {', '.join(AGGREGATORS)}")
+    return aggregator_named(aggregator).chain(rounds[:k], ties)
 
 
 def problem_score(

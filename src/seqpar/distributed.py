@@ -14,27 +14,16 @@ as the driver: on a multi-node cluster, put them on a shared filesystem.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from seqpar.config import RunConfig
 from seqpar.errors import SeqparError
+from seqpar.registry import load_engine
+from seqpar.scheduler import Clock, MemoryStore, prepare_generation
 from seqpar.store import RunStore
 from seqpar.types import Problem, Sample
-
-
-class MemoryStore:
-    """A `SampleStore` in memory: what was stored before, and what a worker adds."""
-
-    def __init__(self, stored: Iterable[Sample]) -> None:
-        self.stored = list(stored)
-        self.new: list[Sample] = []
-
-    def samples(self) -> list[Sample]:
-        return self.stored + self.new
-
-    def append(self, samples: Iterable[Sample]) -> None:
-        self.new.extend(samples)
 
 
 class Worker:
@@ -43,21 +32,16 @@ class Worker:
     def __init__(
         self, config: Mapping[str, Any], data_dir: str | None, options: Mapping[str, Any]
     ) -> None:
-        from seqpar.engines import load_engine
-        from seqpar.run import RunConfig
-
         self.config = RunConfig.from_json(config)
         self.task = self.config.build_task(data_dir)
         self.problems = {p.id: p for p in self.task.load()}
-        self.engine = load_engine(self.config.engine, self.config.model, **options)
+        self.engine = load_engine(self.config.engine, self.config.model, options)
 
     def describe(self) -> dict[str, Any]:
         return self.engine.describe()
 
     def generate(self, problem_id: str, stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The samples of `problem_id` missing from `stored`, generated and graded."""
-        from seqpar.run import prepare_generation
-
         store = MemoryStore(Sample.from_json(s) for s in stored)
         generation = prepare_generation(self.config, self.engine, self.task, store, False)
         generation.run([self.problems[problem_id]])
@@ -69,7 +53,11 @@ class RayPool:
     starts a local one."""
 
     def __init__(
-        self, config: Any, data_dir: str | Path | None, options: Mapping[str, Any], workers: int
+        self,
+        config: RunConfig,
+        data_dir: str | Path | None,
+        options: Mapping[str, Any],
+        workers: int,
     ) -> None:
         try:
             import ray
@@ -84,7 +72,8 @@ class RayPool:
         gpus = 1 if str(options.get("device", "")).startswith("cuda") else 0
         actor = ray.remote(num_cpus=1, num_gpus=gpus)(Worker)
         directory = str(Path(data_dir).resolve()) if data_dir else None
-        options = {**options, "progress": False}
+        if "progress" in options:  # an engine's own bars would interleave across actors
+            options = {**options, "progress": False}
         self.ray = ray
         self.actors = [actor.remote(config.to_json(), directory, options) for _ in range(workers)]
 
@@ -92,8 +81,9 @@ class RayPool:
         described = self.ray.get(self.actors[0].describe.remote())
         return {**described, "workers": len(self.actors)}
 
-    def runner(self, store: RunStore) -> Callable[[list[Problem]], None]:
-        """Generate every problem's missing samples across the actors into `store`."""
+    def runner(self, store: RunStore, clock: Clock) -> Callable[[list[Problem]], None]:
+        """Generate every problem's missing samples across the actors into `store`; `clock`
+        counts the actors busy while any problem is out."""
 
         def run(problems: list[Problem]) -> None:
             from tqdm.auto import tqdm
@@ -110,8 +100,10 @@ class RayPool:
                     while queue and idle:
                         actor, problem_id = idle.pop(), queue.pop(0)
                         running[actor.generate.remote(problem_id, stored[problem_id])] = actor
+                        clock.sent()
                     ready, _ = self.ray.wait(list(running), num_returns=1)
                     actor = running.pop(ready[0])
+                    clock.back()
                     try:
                         samples = self.ray.get(ready[0])
                     except self.ray.exceptions.RayError as error:

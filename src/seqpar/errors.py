@@ -12,3 +12,5 @@ def unknown(kind: str, value: str, known: list[str] | tuple[str, ...]) -> Seqpar
 
 # How a grade that could not be computed starts its reason (counted by `seqpar report`).
 HARNESS_ERROR = "harness error"
+# The reason of a math grade whose equivalence check ran out of time (counted incorrect).
+GRADE_TIMED_OUT = "grading timed out"

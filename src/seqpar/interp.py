@@ -28,7 +28,7 @@ from seqpar.analysis.copying import (
 )
 from seqpar.analysis.induction import prefix_matching_scores
 from seqpar.errors import SeqparError
-from seqpar.report.summary import RunData, load_run
+from seqpar.rundata import RunData, load_run
 from seqpar.store import write_atomic
 from seqpar.types import Sample
 
@@ -80,11 +80,13 @@ def find_heads(
     )
     columns = {"prefix_matching": prefix}
     if run:
-        data = load_run(run)
-        if data.config.strategy != "sequential":
-            raise SeqparError(f"--run {run} is a {data.config.strategy} run; give a sequential one")
+        data = load_run(run, engine)
+        if data.config.strategy.name != "sequential":
+            raise SeqparError(
+                f"--run {run} is a {data.config.strategy.name} run; give a sequential one"
+            )
         problems = {p.id: p for p in data.task.load()}
-        strategy = data.config.build_strategy(engine)
+        strategy = data.strategy
         samples = later_rounds(data, limit)
         if not samples:
             raise SeqparError(f"--run {run} has no round ≥ 2 samples to measure")
@@ -141,19 +143,19 @@ def measure_copying(
 ) -> dict[str, Any]:
     """Attention shares and copy rates per round and per head for a sequential run, with
     parallel and padded-parallel controls; writes copy.json and plots."""
-    data = load_run(run)
-    if data.config.strategy != "sequential":
+    data = load_run(run, engine)
+    if data.config.strategy.name != "sequential":
         raise SeqparError(
-            f"{run} is a {data.config.strategy} run; `interp copy` needs a sequential one"
+            f"{run} is a {data.config.strategy.name} run; `interp copy` needs a sequential one"
         )
     problems = {p.id: p for p in data.task.load()}
-    strategy = data.config.build_strategy(engine)
+    strategy = data.strategy
     controls: dict[str, tuple[RunData, Any]] = {}
     if control:
         controls["parallel"] = (load_run(control), None)
     if padded:
-        padded_run = load_run(padded)
-        controls["padded"] = (padded_run, padded_run.config.build_strategy(engine))
+        padded_run = load_run(padded, engine)
+        controls["padded"] = (padded_run, padded_run.strategy)
     by_source: dict[str, dict[int, dict[str, list]]] = {}
     out.mkdir(parents=True, exist_ok=True)
     store = out / MEASUREMENTS

@@ -19,7 +19,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from seqpar.types import GRADE_FIELDS, Sample
 MANIFEST = "manifest.json"
 SAMPLES = "samples.jsonl"
 GRADES = "grades.jsonl"
+SESSIONS = "sessions.jsonl"
 LOCK = ".lock"
 
 
@@ -87,8 +88,13 @@ class RunStore:
             raise SeqparError(f"{self.path} is not a seqpar run directory (no {MANIFEST})")
         return json.loads(self.manifest_path.read_text(encoding="utf-8"))
 
-    def check_compatible(self, identity: Mapping[str, Any]) -> None:
-        """Refuse to resume a run whose identity (config, task data, model) differs."""
+    def check_compatible(
+        self,
+        identity: Mapping[str, Any],
+        stored: Callable[[Mapping[str, Any]], Mapping[str, Any]] = lambda m: m.get("identity", {}),
+    ) -> None:
+        """Refuse to resume a run whose identity (config, task data, model) differs;
+        `stored` reads the identity out of the existing manifest."""
         if not self.exists():
             if self.path.exists() and any(p.name != LOCK for p in self.path.iterdir()):
                 raise SeqparError(
@@ -96,7 +102,7 @@ class RunStore:
                     "choose another --out directory"
                 )
             return
-        old = self.manifest().get("identity", {})
+        old = stored(self.manifest())
         changes = config_differences(old, identity)
         if changes:
             raise SeqparError(
@@ -176,6 +182,26 @@ class RunStore:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+
+    def append_session(self, times: Mapping[str, float]) -> None:
+        """Record one generation session's times (a resumed run has several)."""
+        started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        with (self.path / SESSIONS).open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"ended": started, **times}) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """Every recorded session (none for runs made before seqpar recorded them); a line
+        cut short by a kill is ignored."""
+        path = self.path / SESSIONS
+        if not path.is_file():
+            return []
+        return [
+            json.loads(line)
+            for line in path.read_text(encoding="utf-8").splitlines(True)
+            if line.endswith("\n")
+        ]
 
     def grades(self) -> dict[tuple[str, int, int, int], dict[str, Any]]:
         """Re-graded fields by sample key, from grades.jsonl (empty when never re-graded)."""

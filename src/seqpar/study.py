@@ -31,17 +31,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from seqpar.analysis.ablation import parse_heads
+from seqpar import roles
 from seqpar.analysis.hypotheses import (
     AnalysisPlan,
     default_hybrid_k,
     describe_sensitivity,
     sensitivity,
 )
-from seqpar.analysis.induction import attention_modules
-from seqpar.engines import Engine, load_engine
+from seqpar.config import RunConfig
+from seqpar.engines import Engine, HeadAblating
 from seqpar.errors import SeqparError
-from seqpar.run import RunConfig, execute
+from seqpar.registry import load_engine
+from seqpar.run import execute
+from seqpar.specs import HybridSpec, PaddedSpec, ParallelSpec, SequentialSpec
 from seqpar.store import write_atomic
 from seqpar.tasks import select
 
@@ -61,36 +63,26 @@ def plan(
     """The runs of a study of `base` under `out`."""
     n = base.n
     analysis = analysis or AnalysisPlan(hybrid_k=default_hybrid_k(n))
-    match = str((out / "sequential").resolve())
-    padded = replace(base, strategy="padded-parallel", match=match, pad_scale=1.0, filler="other")
+    sequential = base.with_strategy(SequentialSpec(n))
+    padded = PaddedSpec(n, match=str((out / roles.SEQUENTIAL).resolve()))
+    long_padded = replace(padded, pad_scale=analysis.long_pad_scale)
     runs = [
-        PlannedRun("parallel", replace(base, strategy="parallel"), n),
-        PlannedRun("sequential", replace(base, strategy="sequential", chains=1), n),
-        PlannedRun("padded-parallel", padded, n),
-        PlannedRun(
-            f"padded-parallel-x{analysis.long_pad_scale:g}",
-            replace(padded, pad_scale=analysis.long_pad_scale),
-            n,
-        ),
-        PlannedRun("padded-parallel-neutral", replace(padded, filler="neutral"), n),
+        PlannedRun(roles.PARALLEL, base.with_strategy(ParallelSpec(n)), n),
+        PlannedRun(roles.SEQUENTIAL, sequential, n),
+        PlannedRun(roles.PADDED, base.with_strategy(padded), n),
+        PlannedRun(roles.padded_long(analysis.long_pad_scale), base.with_strategy(long_padded), n),
+        PlannedRun(roles.PADDED_NEUTRAL, base.with_strategy(replace(padded, filler="neutral")), n),
     ]
     for k in sorted({1, n // 2, analysis.hybrid_k} - {0}):
-        runs.append(PlannedRun(f"hybrid-k{k}", replace(base, strategy="hybrid", hybrid_k=k), k + n))
+        runs.append(PlannedRun(roles.hybrid(k), base.with_strategy(HybridSpec(n, k)), k + n))
     if code_task:
         for level in ("binary", "public", "hidden"):
-            runs.append(
-                PlannedRun(
-                    f"sequential-feedback-{level}",
-                    replace(base, strategy="sequential", feedback=level),
-                    n,
-                )
-            )
-        for strategy in ("parallel", "sequential"):
-            runs.append(
-                PlannedRun(
-                    f"{strategy}-reject", replace(base, strategy=strategy, reject="behaviour"), n
-                )
-            )
+            task = replace(base.task, feedback=level)
+            runs.append(PlannedRun(roles.feedback(level), replace(sequential, task=task), n))
+        rejecting = replace(base.novelty, mode="behaviour")
+        for planned in runs[:2]:  # parallel and sequential
+            config = replace(planned.config, novelty=rejecting)
+            runs.append(PlannedRun(roles.rejecting(planned.name), config, n))
     return runs
 
 
@@ -113,10 +105,10 @@ def measure_throughput(engine: Engine, base: RunConfig, data_dir: str | None) ->
     from seqpar.types import Message, Request
 
     task = base.build_task(data_dir)
-    problems = select(task.load(), base.limit)[:8]
+    problems = select(task.load(), base.task.limit)[:8]
     requests = [Request((Message("user", task.prompt(p)),), (i,)) for i, p in enumerate(problems)]
     start = time.perf_counter()
-    params = SamplingParams(temperature=base.temperature, max_tokens=32)
+    params = SamplingParams(temperature=base.sampling.temperature, max_tokens=32)
     tokens = sum(c.completion_tokens for _, cs in engine.generate(requests, params) for c in cs)
     return tokens / (time.perf_counter() - start)
 
@@ -128,7 +120,7 @@ def check_declared(out: Path, base: RunConfig, analysis: AnalysisPlan) -> None:
     if not path.is_file():
         return
     existing = json.loads(path.read_text())
-    if existing["base"] != base.to_json():
+    if RunConfig.from_json(existing["base"]).to_json() != base.to_json():
         raise SeqparError(f"{out} holds a study with other settings; use another --out")
     declared = existing.get("analysis", analysis.to_json())
     if declared != analysis.to_json():
@@ -147,6 +139,7 @@ def run_study(
     engine_options: dict[str, Any] | None = None,
     dry_run: bool = False,
     analysis: AnalysisPlan | None = None,
+    progress: bool = True,
 ) -> Path | None:
     """Run (or resume) every planned run, then write report.md and report.html.
     With `dry_run`, print the plan, a time estimate and the smallest effects the planned
@@ -154,37 +147,39 @@ def run_study(
     out = Path(out)
     analysis = analysis or AnalysisPlan(hybrid_k=default_hybrid_k(base.n))
     task = base.build_task(data_dir)
-    problems = len(select(task.load(), base.limit))
-    top = parse_heads(base.ablate_heads)
-    base = replace(base, ablate_heads="")
+    problems = len(select(task.load(), base.task.limit))
+    top = base.ablation
+    base = replace(base, ablation=replace(top, heads=()))
     if not dry_run:
         check_declared(out, base, analysis)
-    engine = load_engine(base.engine, base.model, **(engine_options or {}))
+    engine = load_engine(base.engine, base.model, engine_options)
     runs = plan(base, out, task.answer_kind == "behaviour", analysis)
-    if top:
-        config = engine.model.config  # type: ignore[attr-defined]
-        layers = sum(1 for _ in attention_modules(engine.model))  # type: ignore[attr-defined]
-        control = random_heads(layers, config.num_attention_heads, len(top), top, base.seed)
-        for name, heads in (("top", top), ("random", control)):
-            spec = ",".join(f"{layer}.{head}" for layer, head in heads)
-            runs.append(
-                PlannedRun(
-                    f"sequential-ablate-{name}",
-                    replace(base, strategy="sequential", ablate_heads=spec),
-                    base.n,
-                )
+    if top.heads:
+        if not isinstance(engine, HeadAblating):
+            raise SeqparError(
+                f"engine {base.engine!r} cannot switch heads off (--ablate-top-k); use --engine hf"
             )
+        control = random_heads(
+            engine.layers, engine.heads_per_layer, len(top.heads), top.heads, base.sampling.seed
+        )
+        sequential = base.with_strategy(SequentialSpec(base.n))
+        for name, heads in ((roles.ABLATE_TOP, top.heads), (roles.ABLATE_RANDOM, control)):
+            ablated = replace(sequential, ablation=replace(top, heads=heads))
+            runs.append(PlannedRun(name, ablated, base.n))
     if dry_run:
         rate = measure_throughput(engine, base, data_dir)
         total = sum(r.slots_per_problem for r in runs) * problems
         print("| run | strategy | generations |\n|---|---|---:|")
         for run in runs:
-            print(f"| {run.name} | {run.config.strategy} | {run.slots_per_problem * problems} |")
+            print(
+                f"| {run.name} | {run.config.strategy.name} | {run.slots_per_problem * problems} |"
+            )
         # Completions rarely use the whole budget; sequential rounds batch less: both
         # effects roughly cancel, so the estimate assumes max_tokens at the measured rate.
-        estimate = total * base.max_tokens / rate
+        estimate = total * base.sampling.max_tokens / rate
         print(
-            f"\n{total} generations of up to {base.max_tokens} tokens at {rate:.0f} tokens/s "
+            f"\n{total} generations of up to {base.sampling.max_tokens} tokens at "
+            f"{rate:.0f} tokens/s "
             f"(measured just now): about {estimate / 60:.0f} minutes, plus grading\n"
         )
         print(describe_sensitivity(sensitivity(problems, analysis)))
@@ -199,7 +194,7 @@ def run_study(
     write_atomic(out / PLAN_FILE, json.dumps(record, indent=2) + "\n")
     for index, run in enumerate(runs, 1):
         print(f"study: run {index}/{len(runs)}: {run.name}", file=sys.stderr)
-        execute(run.config, out / run.name, data_dir=data_dir, engine=engine)
+        execute(run.config, out / run.name, data_dir=data_dir, engine=engine, progress=progress)
     from seqpar.report.study import write_study_report
 
     tokenizer = getattr(engine, "tokenizer", None)

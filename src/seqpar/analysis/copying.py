@@ -19,9 +19,10 @@ from seqpar.analysis.induction import (
     share_copied,
     span_mass,
 )
-from seqpar.report.summary import RunData
+from seqpar.rundata import RunData
 from seqpar.strategies import Strategy
 from seqpar.strategies.padded import PaddedParallelStrategy
+from seqpar.strategies.sequential import shown
 from seqpar.types import Attempt, Message, Problem, Sample
 
 
@@ -52,7 +53,7 @@ def rebuild(
     messages = strategy.messages(problem, prompt, previous, sample.round)
     if isinstance(strategy, PaddedParallelStrategy):
         return messages, strategy.fillers(problem, prompt, sample.round)
-    return messages, [run.config.template.shown(a.text) for a in previous]
+    return messages, [shown(run.config.template, a.text) for a in previous]
 
 
 def layout(

@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from seqpar.errors import SeqparError
+from seqpar.specs import DEFAULT_EMBEDDER
 from seqpar.tasks.extract import split_reasoning
 
-DEFAULT_EMBEDDER = "all-minilm-l6-v2"
 BATCH = 32
 # Names the text and pooling rules; caches made under another rule are recomputed.
 EMBEDDING_RULE = "solution-after-think/chunked-token-mean/v1"

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from seqpar.engines.ablation import attention_modules
+
 
 def induction_targets(
     tokens: Sequence[int],
@@ -66,11 +68,6 @@ def copy_rate(tokens: Sequence[Hashable], source: Sequence[Hashable], n: int) ->
 def share_copied(copied: Sequence[bool]) -> float:
     """The copy rate of `copied_ngrams`' answer (nan when there is no n-gram)."""
     return sum(copied) / len(copied) if copied else float("nan")
-
-
-def attention_modules(model: Any) -> list[Any]:
-    """The self-attention modules of a decoder, in layer order."""
-    return [m for name, m in model.named_modules() if name.endswith("self_attn")]
 
 
 @contextlib.contextmanager

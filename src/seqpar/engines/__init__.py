@@ -9,11 +9,8 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from seqpar.errors import unknown
 from seqpar.sampling import SamplingParams
 from seqpar.types import Completion, Message, Request
-
-ENGINES = ("hf", "openai", "llamacpp")
 
 
 class Engine(Protocol):
@@ -43,6 +40,21 @@ class ConcurrentEngine(Protocol):
     max_in_flight: int
 
     async def complete(self, request: Request, params: SamplingParams) -> list[Completion]: ...
+
+
+@runtime_checkable
+class HeadAblating(Protocol):
+    """An engine that can switch attention heads off, and knows its model's geometry."""
+
+    @property
+    def layers(self) -> int: ...
+
+    @property
+    def heads_per_layer(self) -> int: ...
+
+    def ablate(self, heads: Sequence[tuple[int, int]], mode: str = "zero") -> None:
+        """From now on generate with these (layer, head) outputs replaced; () restores."""
+        ...
 
 
 def generate_concurrently(
@@ -77,20 +89,3 @@ def derive_seed(*parts: object) -> int:
     """A stable 63-bit seed from any printable parts (same parts, same seed, any machine)."""
     digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") >> 1
-
-
-def load_engine(name: str, model: str, **options: Any) -> Engine:
-    """Build the engine `name` serving `model` (a bundled name, GGUF, HF directory or hub id)."""
-    if name == "hf":
-        from seqpar.engines.hf import HFEngine
-
-        return HFEngine.load(model, **options)
-    if name == "openai":
-        from seqpar.engines.openai import OpenAIEngine
-
-        return OpenAIEngine.load(model, **options)
-    if name == "llamacpp":
-        from seqpar.engines.llamacpp import LlamaCppEngine
-
-        return LlamaCppEngine.load(model, **options)
-    raise unknown("engine", name, ENGINES)

@@ -106,7 +106,7 @@ class HFEngine:
     def ablate(self, heads: Sequence[tuple[int, int]], mode: str = "zero") -> None:
         """From now on, generate with these (layer, head) outputs zeroed or mean-replaced;
         an empty list restores the plain model."""
-        from seqpar.analysis.ablation import HeadAblation
+        from seqpar.engines.ablation import HeadAblation
 
         if self.ablation is not None:
             self.ablation.remove()
@@ -119,6 +119,16 @@ class HFEngine:
     def context_length(self) -> int:
         native = int(getattr(self.model.config, "max_position_embeddings", None) or 2048)
         return min(native, self.max_context) if self.max_context else native
+
+    @property
+    def layers(self) -> int:
+        from seqpar.engines.ablation import attention_modules
+
+        return len(attention_modules(self.model))
+
+    @property
+    def heads_per_layer(self) -> int:
+        return int(self.model.config.num_attention_heads)
 
     @property
     def device(self) -> Any:
@@ -175,12 +185,23 @@ class HFEngine:
         batches = plan_batches(
             [len(r.ids) for r in rows], params.max_tokens, self.token_budget, self.max_batch
         )
-        bar = tqdm(total=len(rows), desc="generate", unit="sample", disable=not self.progress)
+        # Counted in tokens, so a batch that decodes for minutes moves the bar (rate, ETA);
+        # the total is every row's budget, cut down as rows stop early.
+        bar = tqdm(
+            total=len(rows) * params.max_tokens,
+            desc="generate",
+            unit="tok",
+            disable=not self.progress,
+            postfix=f"0/{len(rows)} samples",
+        )
+        finished = 0
         for batch in batches:
             members = [rows[i] for i in batch]
             for row, completion in zip(
                 members, self.generate_batch(members, params, bar), strict=True
             ):
+                finished += 1
+                bar.set_postfix_str(f"{finished}/{len(rows)} samples")
                 done[row.request].append((row.sample, completion))
                 pending[row.request] -= 1
                 if pending[row.request] == 0:
@@ -235,7 +256,16 @@ class HFEngine:
                         finish[row_index] = "length"
                     else:
                         keep.append(slot)
-                bar.update(len(alive) - len(keep))
+                bar.update(len(alive))
+                kept = set(keep)
+                unused = sum(
+                    params.max_tokens - len(generated[row])
+                    for slot, row in enumerate(alive)
+                    if slot not in kept
+                )
+                if unused:
+                    bar.total -= unused
+                    bar.refresh()
                 if not keep:
                     break
                 if len(keep) < len(alive):

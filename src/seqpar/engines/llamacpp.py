@@ -67,7 +67,6 @@ class LlamaCppEngine:
         *,
         max_context: int | None = None,
         threads: int | None = None,
-        **_: Any,
     ) -> LlamaCppEngine:
         """Load a bundled name or a .gguf path on `threads` threads (default: every core);
         the context is the model's, capped at 8,192 tokens unless `max_context` says otherwise."""

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seqpar.errors import SeqparError
+from seqpar.specs import DEFAULT_MODEL as DEFAULT_MODEL
 
-DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 

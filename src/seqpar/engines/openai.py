@@ -116,24 +116,34 @@ class OpenAIEngine:
         model: str,
         *,
         base_url: Sequence[str] | str | None = None,
+        api: str = "chat",
         api_key_env: str = "OPENAI_API_KEY",
+        max_in_flight: int = 16,
+        server_n: bool = False,
+        http_retries: int = 6,
+        request_timeout: float = 600.0,
         tokenizer: str | None = None,
-        **options: Any,
+        max_context: int | None = None,
     ) -> OpenAIEngine:
-        """An engine for `model` as the server names it; the tokenizer (for prompt lengths and
-        the completions API) is `tokenizer`, else `model` when it resolves locally."""
+        """An engine for `model` as the server names it (settings: `OpenAIEngineSpec`); the
+        tokenizer (for prompt lengths and the completions API) is `tokenizer`, else `model`
+        when it resolves locally."""
         urls = [base_url] if isinstance(base_url, str) else list(base_url or [])
         if not urls and os.environ.get("OPENAI_BASE_URL"):
             urls = os.environ["OPENAI_BASE_URL"].split(",")
         local_tokenizer, sha = load_tokenizer(tokenizer or model, required=tokenizer is not None)
-        known = {"api", "max_in_flight", "server_n", "timeout", "backoff", "max_context"}
         return cls(
             model,
             urls,
+            api=api,
             api_key=os.environ.get(api_key_env),
+            max_in_flight=max_in_flight,
+            server_n=server_n,
+            timeout=request_timeout,
+            backoff=Backoff(retries=http_retries),
             tokenizer=local_tokenizer,
             model_sha256=sha,
-            **{k: v for k, v in options.items() if k in known},
+            max_context=max_context,
         )
 
     @property

@@ -11,6 +11,7 @@ opened, so a 100-problem study opens at once. Nothing is fetched from the networ
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import math
@@ -23,8 +24,9 @@ from typing import Any
 from seqpar.analysis.copying import copied_spans
 from seqpar.errors import SeqparError
 from seqpar.report.document import Link
-from seqpar.report.summary import RunData, load_run
+from seqpar.rundata import RunData, load_run
 from seqpar.store import write_atomic
+from seqpar.strategies.sequential import shown as shown_attempt
 from seqpar.types import Problem, Sample
 
 DEFAULT_NGRAM = 4
@@ -73,11 +75,11 @@ def plural(count: int, noun: str) -> str:
 def slot_label(run: RunData, chain: int, round_: int) -> str:
     """How a researcher names the slot: sample i, round r, shared round r, …"""
     strategy, config = run.strategy, run.config
-    if config.strategy == "parallel":
+    if config.strategy.name == "parallel":
         return f"sample {chain + 1}"
-    if config.strategy == "padded-parallel":
+    if config.strategy.name == "padded-parallel":
         return f"sample {round_} · {plural(round_ - 1, 'filler')}"
-    if config.strategy == "hybrid":
+    if config.strategy.name == "hybrid":
         if strategy.scored_round and round_ < strategy.scored_round:
             return f"shared round {round_}"
         return f"sample {chain + 1} after {plural(round_ - 1, 'round')}"
@@ -114,7 +116,7 @@ def panels(run: RunData, problem_id: str, draws: list[Sample], ngram: int) -> li
     for draw in draws:
         if draw.status == "rejected":
             rejected.setdefault(draw.key, []).append(draw.text)
-    strategy, shown = run.strategy, run.config.template.shown
+    strategy, shown = run.strategy, functools.partial(shown_attempt, run.config.template)
     out = []
     for chain in range(strategy.chains):
         for round_ in range(1, strategy.rounds + 1):
@@ -202,12 +204,16 @@ def browser_data(
     config = first.config
     data = {
         "title": title,
-        "meta": f"{config.model} · {config.task} · N = {config.n} · {len(ids)} problems · "
-        f"max {config.max_tokens} tokens · temperature {config.temperature}",
+        "meta": f"{config.model} · {config.task.name} · N = {config.n} · {len(ids)} problems · "
+        f"max {config.sampling.max_tokens} tokens · temperature {config.sampling.temperature}",
         "ngram": ngram,
         "report": "",
         "runs": [
-            {"name": name, "strategy": run.config.strategy, "feedback": run.config.feedback}
+            {
+                "name": name,
+                "strategy": run.config.strategy.name,
+                "feedback": run.config.task.feedback,
+            }
             for name, run in runs.items()
         ],
         "problems": index,

@@ -8,6 +8,7 @@ Accuracy intervals are 95% percentile bootstraps over problems.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from collections.abc import Callable, Sequence
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from seqpar.aggregate import AGGREGATORS, budgets
+from seqpar import roles
+from seqpar.aggregate import budgets
 from seqpar.analysis.diversity import (
     answer_entropy,
     distinct_answers,
@@ -35,12 +37,14 @@ from seqpar.analysis.hypotheses import (
 )
 from seqpar.analysis.induction import copy_rate
 from seqpar.analysis.stats import bootstrap_ci
+from seqpar.errors import GRADE_TIMED_OUT
+from seqpar.registry import AGGREGATORS
 from seqpar.report.browse import browser_link
 from seqpar.report.document import Block, Figure, Heading, Paragraph, Table, to_html, to_markdown
-from seqpar.report.summary import RunData, load_run
+from seqpar.rundata import RunData, load_run
 from seqpar.store import write_atomic
+from seqpar.strategies.sequential import shown as shown_attempt
 from seqpar.tasks.extract import split_reasoning
-from seqpar.tasks.math import GRADE_TIMED_OUT
 from seqpar.types import Sample
 
 EMBEDDINGS = "embeddings.npz"
@@ -54,7 +58,7 @@ def run_embeddings(
     from seqpar.analysis.embeddings import EMBEDDING_RULE
 
     path = Path(run.path) / EMBEDDINGS
-    tag = f"{EMBEDDING_RULE} {run.config.embedder}"
+    tag = f"{EMBEDDING_RULE} {run.config.novelty.embedder}"
     cached = dict(np.load(path)) if path.is_file() else {}
     if str(cached.pop("__rule__", "")) != tag:
         cached = {}  # made under another text, pooling rule or embedder
@@ -312,7 +316,7 @@ def copy_rates_of(run: RunData, tokenize: Callable[[str], list[int]], n: int) ->
     c ≥ 1 from samples 0..c-1 of the same problem (the control: what independent samples
     share by chance)."""
     stored = {s.key: s for s in run.samples if s.status == "ok"}
-    shown = run.config.template.shown
+    shown = functools.partial(shown_attempt, run.config.template)
     strategy = run.strategy
     rates = []
     for pid in run.problem_ids:
@@ -333,7 +337,7 @@ def copy_rates_of(run: RunData, tokenize: Callable[[str], list[int]], n: int) ->
 
 def long_name(analysis: AnalysisPlan) -> str:
     """The run name of the study's longer padded arm."""
-    return f"padded-parallel-x{analysis.long_pad_scale:g}"
+    return roles.padded_long(analysis.long_pad_scale)
 
 
 def comparisons(
@@ -345,8 +349,8 @@ def comparisons(
 ) -> list[Comparison]:
     """The study's tests as per-problem scores: the pre-declared primary test of each
     hypothesis, then secondary and supporting ones."""
-    par, seq = runs.get("parallel"), runs.get("sequential")
-    padded, hybrid = runs.get("padded-parallel"), runs.get(f"hybrid-k{analysis.hybrid_k}")
+    par, seq = runs.get(roles.PARALLEL), runs.get(roles.SEQUENTIAL)
+    padded, hybrid = runs.get(roles.PADDED), runs.get(roles.hybrid(analysis.hybrid_k))
     if par is None:
         return []
     n = par.config.n
@@ -360,7 +364,7 @@ def comparisons(
         found.append(
             Comparison.of(
                 "H1", "H1", "primary", "majority at k = N on both",
-                ("parallel", "sequential"), at_n(par, "majority"), at_n(seq, "majority"),
+                (roles.PARALLEL, roles.SEQUENTIAL), at_n(par, "majority"), at_n(seq, "majority"),
             )
         )  # fmt: skip
     if padded and n >= 2:
@@ -368,7 +372,7 @@ def comparisons(
             Comparison.of(
                 "H2", "H2", "primary",
                 "sample accuracy, padded rounds 2..N (other problems' solutions, scale 1)",
-                ("padded-parallel", "parallel"), filled_accuracy(padded), sample_accuracy(par),
+                (roles.PADDED, roles.PARALLEL), filled_accuracy(padded), sample_accuracy(par),
             )
         )  # fmt: skip
     if hybrid:
@@ -376,7 +380,7 @@ def comparisons(
             Comparison.of(
                 "H3", "H3", "primary",
                 f"sample accuracy after {analysis.hybrid_k} sequential round(s)",
-                (f"hybrid-k{analysis.hybrid_k}", "parallel"),
+                (roles.hybrid(analysis.hybrid_k), roles.PARALLEL),
                 sample_accuracy(hybrid), sample_accuracy(par),
             )
         )  # fmt: skip
@@ -386,7 +390,9 @@ def comparisons(
                 found.append(
                     Comparison.of(
                         f"H1 · {aggregator}", "H1", "secondary", f"{aggregator} at k = N on both",
-                        ("parallel", "sequential"), at_n(par, aggregator), at_n(seq, aggregator),
+                        (roles.PARALLEL, roles.SEQUENTIAL),
+                        at_n(par, aggregator),
+                        at_n(seq, aggregator),
                     )
                 )  # fmt: skip
         found.append(
@@ -401,16 +407,16 @@ def comparisons(
         found.append(
             Comparison.of(
                 "H2 · majority", "H2", "secondary", "majority at k = N on both (aggregated)",
-                ("padded-parallel", "parallel"), at_n(padded, "majority"), at_n(par, "majority"),
+                (roles.PADDED, roles.PARALLEL), at_n(padded, "majority"), at_n(par, "majority"),
             )
         )  # fmt: skip
-        longer, neutral = runs.get(long_name(analysis)), runs.get("padded-parallel-neutral")
+        longer, neutral = runs.get(long_name(analysis)), runs.get(roles.PADDED_NEUTRAL)
         if longer:
             found.append(
                 Comparison.of(
                     f"H2 · scale {analysis.long_pad_scale:g}", "H2", "secondary",
                     f"sample accuracy, rounds 2..N, filler × {analysis.long_pad_scale:g}",
-                    (long_name(analysis), "parallel"),
+                    (long_name(analysis), roles.PARALLEL),
                     filled_accuracy(longer), sample_accuracy(par),
                 )
             )  # fmt: skip
@@ -419,7 +425,7 @@ def comparisons(
                 Comparison.of(
                     "H2 · neutral filler", "H2", "secondary",
                     "sample accuracy, rounds 2..N, neutral prose as filler (length alone)",
-                    ("padded-parallel-neutral", "parallel"),
+                    (roles.PADDED_NEUTRAL, roles.PARALLEL),
                     filled_accuracy(neutral), sample_accuracy(par),
                 )
             )  # fmt: skip
@@ -427,7 +433,7 @@ def comparisons(
                 Comparison.of(
                     "H2 · content", "H2", "secondary",
                     "sample accuracy, rounds 2..N, same lengths: solutions vs neutral prose",
-                    ("padded-parallel", "padded-parallel-neutral"),
+                    (roles.PADDED, roles.PADDED_NEUTRAL),
                     filled_accuracy(padded), filled_accuracy(neutral),
                 )
             )  # fmt: skip
@@ -437,18 +443,19 @@ def comparisons(
                     "H2 · per round", "H2", "secondary",
                     "change of (padded − parallel) sample accuracy per added round of filler "
                     "(least-squares slope over rounds 2..N)",
-                    ("padded-parallel", "parallel"),
+                    (roles.PADDED, roles.PARALLEL),
                     round_slopes(padded, sample_accuracy(par)), np.zeros(len(padded.grid)),
                     bounds=(-2.0, 2.0), equivalence=False,
                 )
             )  # fmt: skip
     for name in sorted(runs, key=lambda name: (len(name), name)):
-        if name.startswith("hybrid-k") and name != f"hybrid-k{analysis.hybrid_k}":
+        if name.startswith(roles.HYBRID_PREFIX) and name != roles.hybrid(analysis.hybrid_k):
             found.append(
                 Comparison.of(
                     f"H3 · {name}", "H3", "secondary",
-                    f"sample accuracy after {name.removeprefix('hybrid-k')} sequential round(s)",
-                    (name, "parallel"), sample_accuracy(runs[name]), sample_accuracy(par),
+                    f"sample accuracy after {name.removeprefix(roles.HYBRID_PREFIX)} "
+                    "sequential round(s)",
+                    (name, roles.PARALLEL), sample_accuracy(runs[name]), sample_accuracy(par),
                 )
             )  # fmt: skip
     if seq:
@@ -456,8 +463,8 @@ def comparisons(
             Comparison.of(
                 "H3 · similarity", "H3", "supporting",
                 "mean pairwise embedding similarity of a problem's solutions",
-                ("sequential", "parallel"),
-                div["sequential"]["similarity"], div["parallel"]["similarity"],
+                (roles.SEQUENTIAL, roles.PARALLEL),
+                div[roles.SEQUENTIAL]["similarity"], div[roles.PARALLEL]["similarity"],
                 bounds=(-2.0, 2.0), equivalence=False,
             )
         )  # fmt: skip
@@ -466,7 +473,7 @@ def comparisons(
                 Comparison.of(
                     "H3 · copy rate", "H3", "supporting",
                     "4-gram copy rate of each solution from the ones before it",
-                    ("sequential", "parallel"), copy(seq), copy(par), equivalence=False,
+                    (roles.SEQUENTIAL, roles.PARALLEL), copy(seq), copy(par), equivalence=False,
                 )
             )  # fmt: skip
     return found
@@ -631,8 +638,8 @@ def write_study_report(
     n = first.config.n
     analysis = analysis or study_analysis(out, n)
     verified = any(s.score is not None for r in runs.values() for s in r.samples)
-    aggregators = [a for a in AGGREGATORS if verified or a != "best-of-n"]
-    embedder = Embedder(first.config.embedder)
+    aggregators = [a for a in AGGREGATORS.names if verified or a != "best-of-n"]
+    embedder = Embedder(first.config.novelty.embedder)
     vectors = {
         name: run_embeddings(run, lambda t: embedder.encode(t)) for name, run in runs.items()
     }
@@ -641,10 +648,11 @@ def write_study_report(
     findings = evaluate(comparisons(runs, div, analysis, aggregators, copy), analysis)
 
     blocks: list[Block] = [
-        Heading(f"seqpar study: {first.config.model} on {first.config.task}", 1),
+        Heading(f"seqpar study: {first.config.model} on {first.config.task.name}", 1),
         Paragraph(
-            f"{len(first.problem_ids)} problems, N = {n}, max {first.config.max_tokens} "
-            f"tokens, temperature {first.config.temperature}, seed {first.config.seed}. "
+            f"{len(first.problem_ids)} problems, N = {n}, max {first.config.sampling.max_tokens} "
+            f"tokens, temperature {first.config.sampling.temperature}, "
+            f"seed {first.config.sampling.seed}. "
             "Accuracy intervals: 95% bootstrap over problems; tests are paired over the same "
             "problems (see Verdicts). Grading timeouts (counted incorrect): "
             + ", ".join(
@@ -685,28 +693,28 @@ def write_study_report(
         curves_figure(runs, ["majority", "pass@k"], by_tokens=True),
     ]
 
-    par, seq = runs.get("parallel"), runs.get("sequential")
+    par, seq = runs.get(roles.PARALLEL), runs.get(roles.SEQUENTIAL)
     if par and seq:
         blocks += [
             Heading("H1 · Aggregation: parallel − sequential with the same aggregator"),
             results_table(findings, "H1"),
         ]
-    padded = runs.get("padded-parallel")
+    padded = runs.get(roles.PADDED)
     if par and padded:
         arms = {
             name: runs[name]
             for name in (
-                "sequential",
-                "padded-parallel",
+                roles.SEQUENTIAL,
+                roles.PADDED,
                 long_name(analysis),
-                "padded-parallel-neutral",
+                roles.PADDED_NEUTRAL,
             )
             if name in runs
         }
         lengths = [
             (s.prompt_tokens, s.target_prompt_tokens)
             for name in arms
-            if name != "sequential"
+            if name != roles.SEQUENTIAL
             for s in arms[name].samples
             if s.target_prompt_tokens
         ]
@@ -741,8 +749,10 @@ def write_study_report(
             rounds_figure(arms, float(np.nanmean(sample_accuracy(par)))),
         ]
     if par and seq:
-        by_round_similarity = similarity_by_round(seq, vectors["sequential"])
-        hybrids = sorted((r for r in runs if r.startswith("hybrid")), key=lambda r: (len(r), r))
+        by_round_similarity = similarity_by_round(seq, vectors[roles.SEQUENTIAL])
+        hybrids = sorted(
+            (r for r in runs if r.startswith(roles.HYBRID_PREFIX)), key=lambda r: (len(r), r)
+        )
         blocks += [
             Heading("H3 · Exploration"),
             results_table(findings, "H3"),
@@ -750,7 +760,7 @@ def write_study_report(
                 "Sample accuracy: "
                 + ", ".join(
                     f"{name} {fmt_ci(sample_accuracy(runs[name]))}"
-                    for name in ["parallel", *hybrids]
+                    for name in [roles.PARALLEL, *hybrids]
                 )
                 + "."
             ),
@@ -762,18 +772,16 @@ def write_study_report(
         if by_round_similarity:
             blocks.append(
                 similarity_figure(
-                    by_round_similarity, float(np.nanmean(div["parallel"]["similarity"]))
+                    by_round_similarity, float(np.nanmean(div[roles.PARALLEL]["similarity"]))
                 )
             )
-    ablated = [
-        name for name in ("sequential-ablate-top", "sequential-ablate-random") if name in runs
-    ]
+    ablated = [name for name in (roles.ABLATE_TOP, roles.ABLATE_RANDOM) if name in runs]
     if seq and ablated and tokenize:
         k = budgets(n)
         ablation_rows = []
-        for name in ("sequential", *ablated):
+        for name in (roles.SEQUENTIAL, *ablated):
             run = runs[name]
-            heads = run.config.ablate_heads or "none"
+            heads = run.config.ablation.text() or "none"
             ablation_rows.append(
                 [
                     name,
@@ -825,7 +833,9 @@ def comparison_figure(paths: Sequence[str]) -> Figure:
         fig, axis = plt.subplots(figsize=(6, 4))
         for path, run in runs.items():
             ks = budgets(run.config.n)
-            label = f"{run.config.model} · {run.config.task} · {run.config.strategy} ({path})"
+            label = (
+                f"{run.config.model} · {run.config.task.name} · {run.config.strategy.name} ({path})"
+            )
             axis.plot(ks, run.scores("majority", ks).mean(axis=0), marker="o", label=label)
         axis.set_xlabel("N (samples or rounds)")
         whole_numbers(axis, [k for run in runs.values() for k in budgets(run.config.n)])

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 
-import numpy as np
-
-from seqpar.aggregate import AGGREGATORS, Solution, answer_classes, budgets, score_matrix
-from seqpar.errors import HARNESS_ERROR
-from seqpar.run import RunConfig
-from seqpar.store import RunStore
-from seqpar.strategies import Strategy
-from seqpar.tasks import Task
-from seqpar.tasks.math import GRADE_TIMED_OUT
-from seqpar.types import Sample
+from seqpar.aggregate import budgets
+from seqpar.errors import GRADE_TIMED_OUT, HARNESS_ERROR
+from seqpar.registry import AGGREGATORS
+from seqpar.rundata import expected_slots, load_run
 
 
 @dataclass(frozen=True)
@@ -40,6 +34,10 @@ class RunSummary:
     wall_time_s: float
     grading_timeouts: int
     harness_errors: int = 0  # samples the judge could not grade (stored incorrect, with why)
+    # first request to last completion, summed over sessions; None: the run predates it
+    elapsed_s: float | None = None
+    engine_busy_s: float | None = None  # time with some request in flight, summed likewise
+    sessions: int = 0
     reject: str = "none"  # --reject mode; with one, accuracy is over first-k accepted draws
 
     @property
@@ -50,147 +48,18 @@ class RunSummary:
         return {**asdict(self), "complete": self.complete}
 
 
-def solutions_by_problem(
-    samples: Sequence[Sample],
-    problem_ids: Sequence[str],
-    strategy: Strategy,
-    equivalent: Callable[[str, str], bool],
-    *,
-    ordered: bool = False,
-) -> list[list[list[Solution]]]:
-    """problem → chain → round grid of the scored slots; missing or skipped ones have no
-    answer. A strategy with a scored round contributes that round only, as parallel samples;
-    with `ordered` (a run with rejection sampling) such parallel slots become one chain of
-    the accepted draws in the order they were accepted (see `scored_slots`)."""
-    order = scored_slots(samples, problem_ids, strategy, ordered=ordered)
-    by_key = {s.key: s for s in samples}
-    grid = []
-    for chains in order:
-        flat = [by_key.get(key) for chain in chains for key in chain]
-        classes = answer_classes([s.answer if s else None for s in flat], equivalent)
-        solutions = iter(
-            Solution(cls, bool(s and s.correct), s.score if s else None)
-            for s, cls in zip(flat, classes, strict=True)
-        )
-        grid.append([[next(solutions) for _ in chain] for chain in chains])
-    return grid
-
-
-def scored_slots(
-    samples: Sequence[Sample],
-    problem_ids: Sequence[str],
-    strategy: Strategy,
-    *,
-    ordered: bool = False,
-) -> list[list[list[tuple[str, int, int]]]]:
-    """problem → chain → round grid of the slot keys that are scored. With `ordered` and
-    parallel scored slots, one chain per problem: the slots in the order their accepted
-    draws were stored (the order rejection sampling accepted them), then unfilled slots."""
-    rounds = [strategy.scored_round] if strategy.scored_round else range(1, strategy.rounds + 1)
-    grid = []
-    for problem_id in problem_ids:
-        chains = [[(problem_id, c, r) for r in rounds] for c in range(strategy.chains)]
-        grid.append(chains)
-    if not (ordered and len(rounds) == 1):
-        return grid
-    position = {key: index for index, key in enumerate(s.key for s in samples)}
-    return [
-        [sorted((c[0] for c in chains), key=lambda k: position.get(k, len(position)))]
-        for chains in grid
-    ]
-
-
-def rejection_ordered(config: RunConfig) -> bool:
-    """Whether a run's scored draws are ordered by acceptance (it used `--reject`)."""
-    return config.reject != "none"
-
-
-def expected_slots(strategy: Strategy) -> int:
-    """Slots one problem gets (hybrid shares its sequential prefix among chains)."""
-    return sum(
-        strategy.history(c, r) is not None
-        for c in range(strategy.chains)
-        for r in range(1, strategy.rounds + 1)
-    )
-
-
-@dataclass(frozen=True)
-class RunData:
-    """A run directory loaded for analysis: its configuration, draws and scored grid."""
-
-    path: str
-    config: RunConfig
-    strategy: Strategy
-    task: Task
-    manifest: dict
-    draws: list[Sample]  # every stored line, rejected draws included
-    samples: list[Sample]  # accepted and skipped slots
-    problem_ids: list[str]
-    grid: list[list[list[Solution]]]
-    ordered: bool = False  # rejection sampling: parallel slots scored in acceptance order
-    slots: list[list[list[tuple[str, int, int]]]] = field(default_factory=list)  # grid's keys
-
-    def scores(self, aggregator: str, ks: Sequence[int]) -> np.ndarray:
-        """Per-problem scores at each budget: (problems, len(ks))."""
-        return score_matrix(self.grid, aggregator, ks, seed=self.config.seed)
-
-    def tokens(self, ks: Sequence[int], field: str = "completion_tokens") -> np.ndarray:
-        """Mean tokens per problem spent to reach each budget k (rejected draws included):
-        k samples for parallel (with rejection: the slots of the first k accepted draws), the
-        first k rounds for sequential, the shared prefix plus k samples for hybrid."""
-        spent: dict[tuple[str, int, int], int] = {}
-        for draw in self.draws:
-            if draw.status != "skipped":
-                spent[draw.key] = spent.get(draw.key, 0) + getattr(draw, field)
-        strategy, rows = self.strategy, []
-        for index, pid in enumerate(self.problem_ids):
-            chains = [
-                [spent.get((pid, c, r), 0) for r in range(1, strategy.rounds + 1)]
-                for c in range(strategy.chains)
-            ]
-            if strategy.scored_round or strategy.rounds == 1:
-                last = strategy.rounds - 1
-                prefix = sum(chains[0][:last])
-                if self.ordered and self.slots:
-                    costs = [spent.get(key, 0) for key in self.slots[index][0]]
-                    rows.append([prefix + sum(costs[:k]) for k in ks])
-                    continue
-                mean = sum(chain[last] for chain in chains) / len(chains)
-                rows.append([prefix + k * mean for k in ks])
-            else:
-                rows.append([sum(sum(chain[:k]) for chain in chains) / len(chains) for k in ks])
-        return np.array(rows, dtype=float).reshape(len(self.problem_ids), len(ks))
-
-
-def load_run(path: str) -> RunData:
-    store = RunStore(path)
-    manifest = store.manifest()
-    config = RunConfig.from_json(manifest["identity"]["config"])
-    strategy = config.build_strategy()
-    task = config.build_task(manifest.get("data_dir"))
-    draws = store.samples()
-    samples = [s for s in draws if s.status != "rejected"]
-    problem_ids = manifest["problem_ids"]
-    ordered = rejection_ordered(config)
-    grid = solutions_by_problem(samples, problem_ids, strategy, task.equivalent, ordered=ordered)
-    slots = scored_slots(samples, problem_ids, strategy, ordered=ordered)
-    return RunData(
-        path, config, strategy, task, manifest, draws, samples, problem_ids, grid, ordered, slots
-    )
-
-
 def summarize(path: str) -> RunSummary:
     """Recompute every number of the report from the run's stored samples."""
     run = load_run(path)
     samples, draws, config = run.samples, run.draws, run.config
     ks = budgets(config.n)
     verified = any(s.score is not None for s in samples)
-    aggregators = [a for a in AGGREGATORS if verified or a != "best-of-n"]
+    aggregators = [a for a in AGGREGATORS.names if verified or a != "best-of-n"]
     return RunSummary(
         run=path,
         model=config.model,
-        task=config.task,
-        strategy=config.strategy,
+        task=config.task.name,
+        strategy=config.strategy.name,
         n=config.n,
         chains=run.strategy.chains,
         problems=len(run.problem_ids),
@@ -204,10 +73,24 @@ def summarize(path: str) -> RunSummary:
         prompt_tokens=sum(s.prompt_tokens for s in draws if s.status != "skipped"),
         cached_prompt_tokens=sum(s.cached_prompt_tokens for s in draws),
         wall_time_s=sum(s.wall_time for s in draws),
+        elapsed_s=sum(t["elapsed_s"] for t in run.sessions) if run.sessions else None,
+        engine_busy_s=sum(t["engine_busy_s"] for t in run.sessions) if run.sessions else None,
+        sessions=len(run.sessions),
         grading_timeouts=sum(s.grade_reason == GRADE_TIMED_OUT for s in draws),
         harness_errors=sum(s.grade_reason.startswith(HARNESS_ERROR) for s in draws),
-        reject=config.reject,
+        reject=config.novelty.mode,
     )
+
+
+def time_spent(s: RunSummary) -> str:
+    """Elapsed and engine-busy time, or why a run has neither."""
+    if s.elapsed_s is None or s.engine_busy_s is None:
+        return (
+            "elapsed not recorded (the run predates it; per-sample times sum to "
+            f"{s.wall_time_s:.1f} s)"
+        )
+    sessions = f" over {s.sessions} sessions" if s.sessions > 1 else ""
+    return f"elapsed {s.elapsed_s:.1f} s, engine busy {s.engine_busy_s:.1f} s{sessions}"
 
 
 def markdown(summaries: Sequence[RunSummary]) -> str:
@@ -240,7 +123,7 @@ def markdown(summaries: Sequence[RunSummary]) -> str:
                 if s.cached_prompt_tokens
                 else ""
             )
-            + f" · wall time {s.wall_time_s:.1f} s · skipped {s.skipped}"
+            + f" · {time_spent(s)} · skipped {s.skipped}"
             f" · grading timeouts {s.grading_timeouts} (counted incorrect)"
             + (
                 f" · harness errors {s.harness_errors} (counted incorrect)"
@@ -251,11 +134,11 @@ def markdown(summaries: Sequence[RunSummary]) -> str:
             + f"{status}\n"
         )
     if len(summaries) > 1:
-        shown = [a for a in AGGREGATORS if all(a in s.accuracy for s in summaries)]
+        shown = [a for a in AGGREGATORS.names if all(a in s.accuracy for s in summaries)]
         lines = [
             "## Comparison at full budget (k = n)\n",
             "| run | model | task | strategy | n | " + " | ".join(shown) + " | generated tokens | "
-            "prompt tokens | wall time (s) |",
+            "prompt tokens | elapsed (s) |",
             "|---|---|---|---|---:|" + "---:|" * (len(shown) + 3),
         ]
         for s in summaries:
@@ -263,7 +146,8 @@ def markdown(summaries: Sequence[RunSummary]) -> str:
             lines.append(
                 f"| {s.run} | {s.model} | {s.task} | {s.strategy} | {s.n} | {values} | "
                 f"{s.generated_tokens:,} | "
-                f"{s.prompt_tokens:,} | {s.wall_time_s:.1f} |"
+                f"{s.prompt_tokens:,} | "
+                + (f"{s.elapsed_s:.1f} |" if s.elapsed_s is not None else "– |")
             )
         parts.append("\n".join(lines) + "\n")
     parts.append(

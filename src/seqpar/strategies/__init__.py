@@ -5,10 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from seqpar.errors import unknown
 from seqpar.types import Attempt, Message, Problem
-
-STRATEGIES = ("parallel", "sequential", "padded-parallel", "hybrid")
 
 
 class Strategy(Protocol):
@@ -42,8 +39,3 @@ class Chained:
 
     def target_tokens(self, problem: Problem, round_: int) -> int | None:
         return None
-
-
-def check_strategy(name: str) -> None:
-    if name not in STRATEGIES:
-        raise unknown("strategy", name, STRATEGIES)

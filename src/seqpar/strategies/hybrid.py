@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from seqpar.config import RunConfig
 from seqpar.errors import SeqparError
+from seqpar.specs import HybridSpec, SequentialTemplate
 from seqpar.strategies import Chained
-from seqpar.strategies.sequential import SequentialTemplate
+from seqpar.strategies.sequential import render
 from seqpar.types import Attempt, Message, Problem
 
 
@@ -49,4 +51,10 @@ class HybridStrategy(Chained):
     def messages(
         self, problem: Problem, prompt: str, previous: Sequence[Attempt], round_: int
     ) -> tuple[Message, ...]:
-        return self.template.messages(prompt, previous)
+        return render(self.template, prompt, previous)
+
+
+def build(config: RunConfig, engine: object = None) -> HybridStrategy:
+    spec = config.strategy
+    assert isinstance(spec, HybridSpec)
+    return HybridStrategy(spec.hybrid_k, spec.n, config.template)

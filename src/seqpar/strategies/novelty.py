@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from seqpar.config import RunConfig
 from seqpar.errors import SeqparError, unknown
+from seqpar.specs import NOVELTY_MODES, NoveltySpec
+from seqpar.tasks import Task
 from seqpar.tasks.extract import split_reasoning
 from seqpar.types import Sample
-
-REJECT_MODES = ("none", "answer", "behaviour", "embedding")
 
 
 def repeats_answer(
@@ -48,10 +49,20 @@ class Novelty:
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.mode not in REJECT_MODES[1:]:
-            raise unknown("--reject mode", self.mode, REJECT_MODES)
+        if self.mode not in NOVELTY_MODES[1:]:
+            raise unknown("--reject mode", self.mode, NOVELTY_MODES)
         if self.max_retries < 0:
             raise SeqparError(f"--max-retries must be >= 0, got {self.max_retries}")
+
+    @classmethod
+    def from_spec(cls, spec: NoveltySpec, equivalent: Callable[[str, str], bool]) -> Novelty:
+        """The rule of `spec` ("none" excluded), with its embedder loaded when it needs one."""
+        embedder = None
+        if spec.mode == "embedding":
+            from seqpar.analysis.embeddings import Embedder
+
+            embedder = Embedder(spec.embedder)
+        return cls(spec.mode, equivalent, spec.max_retries, spec.threshold, embedder)
 
     def vector(self, text: str) -> np.ndarray:
         if text not in self.vectors:
@@ -66,3 +77,17 @@ class Novelty:
             return repeats_answer(sample.answer, [s.answer for s in accepted], self.equivalent)
         earlier = np.stack([self.vector(s.text) for s in accepted])
         return max_similarity(self.vector(sample.text), earlier) > self.threshold
+
+
+def build(config: RunConfig, task: Task) -> Novelty | None:
+    """The rejection rule of `--reject`, checked against what the task's answers are."""
+    spec = config.novelty
+    if spec.mode == "none":
+        return None
+    if spec.mode in ("answer", "behaviour") and spec.mode != task.answer_kind:
+        raise SeqparError(
+            f"--reject {spec.mode} does not apply to task {config.task.name!r}, whose "
+            f"solutions are compared by {task.answer_kind}; use --reject "
+            f"{task.answer_kind} or embedding"
+        )
+    return Novelty.from_spec(spec, task.equivalent)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from seqpar.config import RunConfig
 from seqpar.errors import SeqparError
 from seqpar.strategies import Chained
 from seqpar.types import Attempt, Message, Problem
@@ -30,3 +31,7 @@ class ParallelStrategy(Chained):
         self, problem: Problem, prompt: str, previous: Sequence[Attempt], round_: int
     ) -> tuple[Message, ...]:
         return (Message("user", prompt),)
+
+
+def build(config: RunConfig, engine: object = None) -> ParallelStrategy:
+    return ParallelStrategy(config.strategy.n)

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from seqpar.errors import SeqparError, unknown
+from seqpar.config import RunConfig
+from seqpar.errors import SeqparError
+from seqpar.specs import SequentialSpec, SequentialTemplate
 from seqpar.strategies import Chained
 from seqpar.tasks.extract import split_reasoning
 from seqpar.types import Attempt, Message, Problem
@@ -21,52 +23,38 @@ INSTRUCTIONS = {
     "improve": "Review the previous solutions, find any mistakes, and write an improved solution.",
 }
 FORMAT_REMINDER = " Give your final answer in the format requested above."
-HISTORIES = ("final", "full")
-LAYOUTS = ("single", "multiturn")
 
 
-@dataclass(frozen=True)
-class SequentialTemplate:
-    """How previous solutions enter the prompt."""
+def shown(template: SequentialTemplate, text: str) -> str:
+    """What the next round sees of a previous solution under `template`."""
+    if template.history == "full":
+        return text
+    final = split_reasoning(text)[1]
+    return final.strip() if final is not None else "(unfinished: no final answer)"
 
-    history: str = "final"  # "final": reasoning blocks removed; "full": the text as generated
-    instruction: str = "again"  # "again" | "different" | "improve"
-    layout: str = "single"  # "single": one user message; "multiturn": alternating turns
 
-    def __post_init__(self) -> None:
-        for field, value, known in (
-            ("history", self.history, HISTORIES),
-            ("instruction", self.instruction, tuple(INSTRUCTIONS)),
-            ("layout", self.layout, LAYOUTS),
-        ):
-            if value not in known:
-                raise unknown(f"template {field}", value, known)
-
-    def shown(self, text: str) -> str:
-        if self.history == "full":
-            return text
-        final = split_reasoning(text)[1]
-        return final.strip() if final is not None else "(unfinished: no final answer)"
-
-    def messages(self, prompt: str, previous: Sequence[Attempt]) -> tuple[Message, ...]:
-        instruction = INSTRUCTIONS[self.instruction] + FORMAT_REMINDER
-        if not previous:
-            return (Message("user", prompt),)
-        if self.layout == "multiturn":
-            turns = [Message("user", prompt)]
-            for attempt in previous:
-                feedback = f"{attempt.feedback}\n\n" if attempt.feedback else ""
-                turns += [
-                    Message("assistant", self.shown(attempt.text)),
-                    Message("user", feedback + instruction),
-                ]
-            return tuple(turns)
-        solutions = "\n\n".join(
-            f"### Previous solution {i}\n{self.shown(attempt.text)}"
-            + (f"\n\n{attempt.feedback}" if attempt.feedback else "")
-            for i, attempt in enumerate(previous, 1)
-        )
-        return (Message("user", f"{prompt}\n\n{solutions}\n\n### Task\n{instruction}"),)
+def render(
+    template: SequentialTemplate, prompt: str, previous: Sequence[Attempt]
+) -> tuple[Message, ...]:
+    """The messages of a round that reads `previous` attempts, laid out by `template`."""
+    instruction = INSTRUCTIONS[template.instruction] + FORMAT_REMINDER
+    if not previous:
+        return (Message("user", prompt),)
+    if template.layout == "multiturn":
+        turns = [Message("user", prompt)]
+        for attempt in previous:
+            feedback = f"{attempt.feedback}\n\n" if attempt.feedback else ""
+            turns += [
+                Message("assistant", shown(template, attempt.text)),
+                Message("user", feedback + instruction),
+            ]
+        return tuple(turns)
+    solutions = "\n\n".join(
+        f"### Previous solution {i}\n{shown(template, attempt.text)}"
+        + (f"\n\n{attempt.feedback}" if attempt.feedback else "")
+        for i, attempt in enumerate(previous, 1)
+    )
+    return (Message("user", f"{prompt}\n\n{solutions}\n\n### Task\n{instruction}"),)
 
 
 @dataclass(frozen=True)
@@ -89,4 +77,10 @@ class SequentialStrategy(Chained):
     def messages(
         self, problem: Problem, prompt: str, previous: Sequence[Attempt], round_: int
     ) -> tuple[Message, ...]:
-        return self.template.messages(prompt, previous)
+        return render(self.template, prompt, previous)
+
+
+def build(config: RunConfig, engine: object = None) -> SequentialStrategy:
+    spec = config.strategy
+    assert isinstance(spec, SequentialSpec)
+    return SequentialStrategy(spec.n, config.template, spec.chains)

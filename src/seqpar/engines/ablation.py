@@ -8,37 +8,23 @@ more than one position), reused for the decoding steps that follow.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from seqpar.errors import SeqparError
-
-HEAD = re.compile(r"^(\d+)\.(\d+)$")
-MODES = ("zero", "mean")
+from seqpar.specs import ABLATION_MODES, check_choice
 
 
-def parse_heads(text: str) -> tuple[tuple[int, int], ...]:
-    """'3.1,10.7' → ((3, 1), (10, 7))."""
-    heads = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        match = HEAD.match(part)
-        if not match:
-            raise SeqparError(
-                f"bad head {part!r} in --ablate-heads; write LAYER.HEAD, e.g. 3.1,10.7"
-            )
-        heads.append((int(match[1]), int(match[2])))
-    return tuple(heads)
+def attention_modules(model: Any) -> list[Any]:
+    """The self-attention modules of a decoder, in layer order."""
+    return [m for name, m in model.named_modules() if name.endswith("self_attn")]
 
 
 class HeadAblation:
     """Installs and removes ablation hooks on a transformers decoder."""
 
     def __init__(self, model: Any, heads: Sequence[tuple[int, int]], mode: str = "zero") -> None:
-        from seqpar.analysis.induction import attention_modules
-
-        if mode not in MODES:
-            raise SeqparError(f"unknown ablation {mode!r}; known: {', '.join(MODES)}")
+        check_choice("ablation", mode, ABLATION_MODES)
         modules = attention_modules(model)
         config = model.config
         self.head_dim = (

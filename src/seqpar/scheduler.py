@@ -1,0 +1,361 @@
+"""The scheduler: fills a sample store with every missing (problem, chain, round) sample.
+
+With a batching engine (hf), rounds are synchronous across problems: round r of every
+chain is requested in one engine call, so sequential sampling batches as well as parallel.
+With a concurrent engine (servers, llama.cpp), multi-round chains are scheduled each on its
+own instead. Every finished request is graded and appended at once, so an interrupted
+generation resumes from what is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol, TypeVar
+
+from seqpar.config import RunConfig
+from seqpar.engines import ConcurrentEngine, Engine, HeadAblating, derive_seed
+from seqpar.errors import SeqparError
+from seqpar.sampling import SamplingParams
+from seqpar.strategies import Strategy
+from seqpar.strategies.novelty import Novelty
+from seqpar.strategies.novelty import build as build_novelty
+from seqpar.tasks import Task, grade_safely
+from seqpar.types import Attempt, Completion, Grade, Message, Problem, Request, Sample
+
+T = TypeVar("T")
+
+
+def prepare_generation(
+    config: RunConfig, engine: Engine, task: Task, store: SampleStore, progress: bool = True
+) -> Generation:
+    """The generation of `config` on a loaded engine (head ablation applied) into `store`."""
+    if isinstance(engine, HeadAblating):
+        engine.ablate(config.ablation.heads, config.ablation.mode)  # clears an earlier one
+    elif config.ablation.heads:
+        raise SeqparError(
+            f"engine {config.engine!r} cannot switch heads off (--ablate-heads, "
+            "--ablate-top-k); use --engine hf"
+        )
+    return Generation(
+        engine,
+        task,
+        config.build_strategy(engine),
+        config.sampling,
+        store,
+        config.task.feedback,
+        build_novelty(config, task),
+        progress,
+    )
+
+
+@dataclass
+class Clock:
+    """Elapsed time of a session (first request sent to last completion back) and engine-busy
+    time (some request in flight). Concurrent requests overlap, so neither sums the
+    requests' own durations."""
+
+    first: float | None = None
+    last: float | None = None
+    busy: float = 0.0
+    in_flight: int = 0
+    since: float = 0.0
+
+    def sent(self) -> None:
+        now = time.perf_counter()
+        self.first = now if self.first is None else self.first
+        if not self.in_flight:
+            self.since = now
+        self.in_flight += 1
+
+    def back(self) -> None:
+        now = self.last = time.perf_counter()
+        self.in_flight -= 1
+        if not self.in_flight:
+            self.busy += now - self.since
+
+    def record(self) -> dict[str, float] | None:
+        """This session's times as `RunStore.append_session` stores them; None when it sent
+        nothing (a resumed run that was complete)."""
+        if self.first is None or self.last is None:
+            return None
+        return {"elapsed_s": self.last - self.first, "engine_busy_s": self.busy}
+
+
+class SampleStore(Protocol):
+    """What a generation reads and appends: a run store, or a Ray worker's in-memory part."""
+
+    def samples(self) -> list[Sample]: ...
+
+    def append(self, samples: Iterable[Sample]) -> None: ...
+
+
+class MemoryStore:
+    """A `SampleStore` in memory: what was stored before, and what a worker adds."""
+
+    def __init__(self, stored: Iterable[Sample]) -> None:
+        self.stored = list(stored)
+        self.new: list[Sample] = []
+
+    def samples(self) -> list[Sample]:
+        return self.stored + self.new
+
+    def append(self, samples: Iterable[Sample]) -> None:
+        self.new.extend(samples)
+
+
+@dataclass
+class Generation:
+    """Fills a run store round by round with every missing (problem, chain, round) sample.
+
+    Each graded sample carries the `feedback` the next round of its chain will see. With a
+    `novelty` rule, a draw that duplicates an accepted solution of its problem is stored as
+    rejected and redrawn with a new seed, up to the rule's retry budget.
+    """
+
+    engine: Engine
+    task: Task
+    strategy: Strategy
+    sampling: SamplingParams
+    store: SampleStore
+    feedback: str = "none"
+    novelty: Novelty | None = None
+    progress: bool = True
+    clock: Clock = field(default_factory=Clock)
+    generated: int = 0  # tokens generated in this session
+    stored: dict[tuple[str, int, int], Sample] = field(default_factory=dict)
+    attempts: Counter[tuple[str, int, int]] = field(default_factory=Counter)
+    accepted: defaultdict[str, list[Sample]] = field(default_factory=lambda: defaultdict(list))
+
+    def run(self, problems: list[Problem]) -> None:
+        for sample in self.store.samples():
+            if sample.status == "rejected":
+                self.attempts[sample.key] += 1
+                continue
+            self.stored[sample.key] = sample
+            if sample.status == "ok":
+                self.accepted[sample.problem_id].append(sample)
+        prompts = {p.id: self.task.prompt(p) for p in problems}
+        if isinstance(self.engine, ConcurrentEngine) and self.strategy.rounds > 1:
+            asyncio.run(self.run_chains(problems, prompts))
+            return
+        for round_ in range(1, self.strategy.rounds + 1):
+            slots = [
+                (problem, chain, messages)
+                for problem in problems
+                for chain in range(self.strategy.chains)
+                if (messages := self.open_slot(problem, prompts[problem.id], chain, round_))
+            ]
+            while slots:
+                slots = self.draw(slots, round_)
+
+    def open_slot(
+        self, problem: Problem, prompt: str, chain: int, round_: int
+    ) -> tuple[Message, ...] | None:
+        """The messages of this round of the chain, or None when it is stored, not part of
+        the strategy, or its chain ended at a skipped round."""
+        reads = self.strategy.history(chain, round_)
+        if reads is None or (problem.id, chain, round_) in self.stored:
+            return None
+        history = [self.stored.get((problem.id, c, r)) for c, r in reads]
+        if any(h is None or h.status != "ok" for h in history):
+            return None
+        previous = [Attempt(h.text, h.feedback) for h in history if h is not None]
+        return self.strategy.messages(problem, prompt, previous, round_)
+
+    async def run_chains(self, problems: list[Problem], prompts: dict[str, str]) -> None:
+        """Every chain on its own: round r+1 is requested as soon as round r is graded, so a
+        server's batch stays full while slow chains finish. A round waits only for the
+        rounds it reads (hybrid chains read chain 0); up to `max_in_flight` chains at once."""
+        assert isinstance(self.engine, ConcurrentEngine)
+        # Chains, not requests, hold the slots: a chain keeps its slot between rounds, so a
+        # one-slot engine runs chain after chain and keeps each chain's prefix in its cache.
+        # Chains start in order, so a hybrid chain waiting on chain 0 never blocks it.
+        in_flight = asyncio.Semaphore(self.engine.max_in_flight)
+        done: defaultdict[tuple[str, int, int], asyncio.Event] = defaultdict(asyncio.Event)
+        bar = self.progress_bar(problems)
+
+        async def chain(problem: Problem, chain: int) -> None:
+            try:
+                async with in_flight:
+                    await rounds(problem, chain)
+            finally:  # a failed or ended chain must not leave its readers waiting
+                for round_ in range(1, self.strategy.rounds + 1):
+                    done[(problem.id, chain, round_)].set()
+
+        async def rounds(problem: Problem, chain: int) -> None:
+            for round_ in range(1, self.strategy.rounds + 1):
+                for c, r in self.strategy.history(chain, round_) or []:
+                    await done[(problem.id, c, r)].wait()
+                prompt = prompts[problem.id]
+                while messages := self.open_slot(problem, prompt, chain, round_):
+                    await self.draw_one(problem, chain, round_, messages)
+                done[(problem.id, chain, round_)].set()
+                bar.update(1)
+                bar.set_postfix_str(self.throughput())
+
+        try:
+            await asyncio.gather(
+                *(chain(p, c) for p in problems for c in range(self.strategy.chains))
+            )
+        finally:
+            bar.close()
+
+    def throughput(self) -> str:
+        """Tokens generated so far in this session, and their rate."""
+        seconds = time.perf_counter() - (self.clock.first or time.perf_counter())
+        rate = f", {self.generated / seconds:.1f} tok/s" if seconds > 0 else ""
+        return f"{self.generated:,} tok{rate}"
+
+    def progress_bar(self, problems: list[Problem]) -> Any:
+        from tqdm.auto import tqdm
+
+        slots = len(problems) * self.strategy.chains * self.strategy.rounds
+        print(
+            f"{self.strategy.name}: {slots} slots, chains scheduled independently", file=sys.stderr
+        )
+        return tqdm(total=slots, desc=self.strategy.name, unit="slot", disable=not self.progress)
+
+    async def draw_one(
+        self, problem: Problem, chain: int, round_: int, messages: tuple[Message, ...]
+    ) -> None:
+        """Generate, grade and store one draw of one slot (a concurrent engine's unit)."""
+        length, overflow = self.overflow(messages)
+        if overflow:
+            skipped = skip(problem, chain, round_, length, overflow)
+            self.store.append([skipped])
+            self.stored[skipped.key] = skipped
+            return
+        request = Request(messages, (self.seed(problem.id, chain, round_),))
+        assert isinstance(self.engine, ConcurrentEngine)
+        self.clock.sent()
+        try:
+            (completion,) = await self.engine.complete(request, self.sampling)
+        finally:
+            self.clock.back()
+        self.generated += completion.completion_tokens
+        if self.task.answer_kind == "behaviour":  # the sandbox bounds its own time
+            grade = await asyncio.to_thread(grade_safely, self.task, problem, completion.text)
+        else:  # math-verify's time bound (SIGALRM) works in the main thread only
+            grade = grade_safely(self.task, problem, completion.text)
+        self.store.append([self.judge(problem, chain, round_, completion, grade)])
+
+    def draw(
+        self, slots: list[tuple[Problem, int, tuple[Message, ...]]], round_: int
+    ) -> list[tuple[Problem, int, tuple[Message, ...]]]:
+        """Generate, grade and store one draw per slot; return the slots to draw again."""
+        groups: dict[tuple[Message, ...], list[tuple[Problem, int]]] = {}
+        for problem, chain, messages in slots:
+            groups.setdefault(messages, []).append((problem, chain))
+        requests, owners, skipped = [], [], []
+        for messages, members in groups.items():
+            length, overflow = self.overflow(messages)
+            if overflow:
+                skipped += [skip(p, c, round_, length, overflow) for p, c in members]
+                continue
+            seeds = tuple(self.seed(p.id, c, round_) for p, c in members)
+            requests.append(Request(messages, seeds))
+            owners.append(members)
+        self.store.append(skipped)
+        self.stored.update((s.key, s) for s in skipped)
+        if not requests:
+            return []
+        redraws = sum(self.attempts[(p.id, c, round_)] > 0 for m in owners for p, c in m)
+        print(
+            f"{self.strategy.name}: round {round_}/{self.strategy.rounds}, "
+            f"{sum(map(len, owners))} samples to generate"
+            + (f" ({redraws} redrawn as duplicates)" if redraws else ""),
+            file=sys.stderr,
+        )
+        again = []
+        for index, completions in self.timed(self.engine.generate(requests, self.sampling)):
+            samples = []
+            for (problem, chain), completion in zip(owners[index], completions, strict=True):
+                grade = grade_safely(self.task, problem, completion.text)
+                sample = self.judge(problem, chain, round_, completion, grade)
+                samples.append(sample)
+                if sample.status == "rejected":
+                    again.append((problem, chain, requests[index].messages))
+            self.store.append(samples)
+        return again
+
+    def timed(self, results: Iterator[T]) -> Iterator[T]:
+        """`results` of a batched call, the engine counted busy only while it produces them
+        (not while this generation grades and stores what it yielded)."""
+        while True:
+            self.clock.sent()
+            try:
+                result = next(results)
+            except StopIteration:
+                return
+            finally:
+                self.clock.back()
+            yield result
+
+    def overflow(self, messages: tuple[Message, ...]) -> tuple[int, str]:
+        """The prompt's length, and why it cannot be sent ("" when it leaves room)."""
+        length, limit = self.engine.count_prompt_tokens(messages), self.engine.context_length
+        if length + 1 <= limit:
+            return length, ""
+        return length, f"prompt has {length} tokens; the model's context is {limit}"
+
+    def seed(self, problem_id: str, chain: int, round_: int) -> int:
+        attempt = self.attempts[(problem_id, chain, round_)]
+        parts = (problem_id, chain, round_) + ((attempt,) if attempt else ())
+        return derive_seed(self.sampling.seed, *parts)
+
+    def judge(
+        self, problem: Problem, chain: int, round_: int, completion: Completion, grade: Grade
+    ) -> Sample:
+        """Decide whether a graded draw is accepted or rejected as a duplicate."""
+        key = (problem.id, chain, round_)
+        sample = replace(
+            record(problem, chain, round_, completion, grade),
+            feedback=self.task.feedback(problem, grade, self.feedback),
+            attempt=self.attempts[key],
+            target_prompt_tokens=self.strategy.target_tokens(problem, round_),
+        )
+        novelty = self.novelty
+        if (
+            novelty is not None
+            and self.attempts[key] < novelty.max_retries
+            and novelty.duplicate(sample, self.accepted[problem.id])
+        ):
+            self.attempts[key] += 1
+            return replace(sample, status="rejected")
+        self.stored[key] = sample
+        self.accepted[problem.id].append(sample)
+        return sample
+
+
+def record(
+    problem: Problem, chain: int, round_: int, completion: Completion, grade: Grade
+) -> Sample:
+    return Sample(
+        problem_id=problem.id,
+        chain=chain,
+        round=round_,
+        status="ok",
+        text=completion.text,
+        prompt_tokens=completion.prompt_tokens,
+        completion_tokens=completion.completion_tokens,
+        finish_reason=completion.finish_reason,
+        seed=completion.seed,
+        wall_time=completion.wall_time,
+        cached_prompt_tokens=completion.cached_prompt_tokens,
+    ).with_grade(grade)
+
+
+def skip(problem: Problem, chain: int, round_: int, prompt_tokens: int, reason: str) -> Sample:
+    return Sample(
+        problem_id=problem.id,
+        chain=chain,
+        round=round_,
+        status="skipped",
+        prompt_tokens=prompt_tokens,
+        skip_reason=reason,
+    )

@@ -1,0 +1,251 @@
+"""The scheduler on scripted engines (no model): waiting, skipping, resuming, slots, seeds.
+
+Each engine answers from the request's seed alone, so any two schedules that send the same
+requests store the same samples; what differs between them is observed through the
+engine's own log of requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import replace
+
+import pytest
+
+from seqpar.config import RunConfig
+from seqpar.engines import derive_seed, generate_concurrently
+from seqpar.registry import get_task
+from seqpar.sampling import SamplingParams
+from seqpar.scheduler import MemoryStore, prepare_generation
+from seqpar.specs import HybridSpec, NoveltySpec, ParallelSpec, SequentialSpec, TaskSpec
+from seqpar.store import RunStore
+from seqpar.tasks import select
+from seqpar.types import Completion, Message, Request
+
+TASK = TaskSpec("arith", {"difficulty": 1}, limit=3)
+
+
+def answer(seed: int) -> str:
+    return f"Working. The answer is \\boxed{{{seed % 5}}}"
+
+
+class BatchedEngine:
+    """Answers every seed at once, in request order; logs each call's requests."""
+
+    def __init__(self, context_length: int = 100_000) -> None:
+        self.context_length = context_length
+        self.calls: list[list[Request]] = []
+
+    def describe(self) -> dict[str, str]:
+        return {"engine": "scripted", "model_sha256": "scripted"}
+
+    def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
+        return sum(len(m.content.split()) for m in messages)
+
+    def completion(self, request: Request, seed: int) -> Completion:
+        prompt = self.count_prompt_tokens(request.messages)
+        return Completion(answer(seed), prompt, 7, "stop", seed, 0.0)
+
+    def generate(self, requests: Sequence[Request], params: SamplingParams):
+        self.calls.append(list(requests))
+        for index, request in enumerate(requests):
+            yield index, [self.completion(request, seed) for seed in request.seeds]
+
+
+class ConcurrentEngine(BatchedEngine):
+    """One request at a time per call, many in flight; logs starts, ends and concurrency."""
+
+    def __init__(self, max_in_flight: int, context_length: int = 100_000) -> None:
+        super().__init__(context_length)
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.log: list[tuple[str, Request]] = []
+
+    async def complete(self, request: Request, params: SamplingParams) -> list[Completion]:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        self.log.append(("start", request))
+        for _ in range(3):  # let every other ready chain start before this one ends
+            await asyncio.sleep(0)
+        self.in_flight -= 1
+        self.log.append(("end", request))
+        return [self.completion(request, seed) for seed in request.seeds]
+
+    def generate(self, requests: Sequence[Request], params: SamplingParams):
+        return generate_concurrently(self, requests, params)
+
+
+def generate(config: RunConfig, engine, store) -> None:
+    task = config.build_task()
+    generation = prepare_generation(config, engine, task, store, progress=False)
+    generation.run(select(task.load(), config.task.limit))
+
+
+def config_of(strategy, **changes) -> RunConfig:
+    return RunConfig(model="scripted", task=TASK, strategy=strategy, **changes)
+
+
+def drawn(samples) -> list[tuple]:
+    """What a run stored, independent of the order it was stored in."""
+    return sorted((s.draw, s.status, s.seed, s.text, s.skip_reason) for s in samples)
+
+
+@pytest.mark.parametrize(
+    "strategy", [SequentialSpec(3, chains=2), HybridSpec(3, hybrid_k=2), ParallelSpec(4)]
+)
+def test_concurrent_chains_store_what_the_batched_path_stores(strategy):
+    batched, concurrent = MemoryStore([]), MemoryStore([])
+    generate(config_of(strategy), BatchedEngine(), batched)
+    generate(config_of(strategy), ConcurrentEngine(max_in_flight=2), concurrent)
+    assert drawn(batched.samples()) == drawn(concurrent.samples())
+    assert len({s.seed for s in batched.samples()}) == len(batched.samples())
+
+
+def test_chains_hold_at_most_max_in_flight_slots_and_fill_them():
+    for limit in (1, 2, 3):
+        engine = ConcurrentEngine(max_in_flight=limit)
+        generate(config_of(SequentialSpec(3, chains=2)), engine, MemoryStore([]))
+        # 3 problems × 2 chains = 6 chains: the limit is reached, never passed
+        assert engine.most_in_flight == limit
+
+
+@pytest.mark.parametrize("strategy", [SequentialSpec(3, chains=2), HybridSpec(3, hybrid_k=2)])
+def test_a_round_is_sent_only_after_every_round_it_reads_is_back(strategy):
+    config = config_of(strategy)
+    engine = ConcurrentEngine(max_in_flight=4)
+    generate(config, engine, MemoryStore([]))
+    plan = config.build_strategy()
+    problems = select(config.build_task().load(), TASK.limit)
+    slots = [
+        (p.id, c, r)
+        for p in problems
+        for c in range(plan.chains)
+        for r in range(1, plan.rounds + 1)
+        if plan.history(c, r) is not None
+    ]
+    slot_of = {derive_seed(config.sampling.seed, *slot): slot for slot in slots}
+    back: set[tuple[str, int, int]] = set()
+    waited = 0
+    for event, request in engine.log:
+        problem_id, chain, round_ = slot_of[request.seeds[0]]
+        if event == "end":
+            back.add((problem_id, chain, round_))
+            continue
+        reads = {(problem_id, c, r) for c, r in plan.history(chain, round_) or []}
+        assert reads <= back, f"{problem_id} chain {chain} round {round_} sent too early"
+        waited += bool(reads)
+    assert waited == sum(r > 1 for _, _, r in slots)  # every later round read something
+
+
+def test_a_prompt_that_overflows_the_context_is_skipped_with_its_reason_and_ends_its_chain():
+    # round 1 prompts fit; round 2 prompts (problem + a previous solution) do not
+    task = get_task("arith", difficulty=1)
+    first = max(
+        BatchedEngine().count_prompt_tokens([Message("user", task.prompt(p))])
+        for p in select(task.load(), TASK.limit)
+    )
+    for engine in (BatchedEngine(first + 2), ConcurrentEngine(2, first + 2)):
+        store = MemoryStore([])
+        generate(config_of(SequentialSpec(3)), engine, store)
+        by_round = {r: [s for s in store.samples() if s.round == r] for r in (1, 2, 3)}
+        assert [s.status for s in by_round[1]] == ["ok"] * 3
+        assert [s.status for s in by_round[2]] == ["skipped"] * 3
+        for sample in by_round[2]:
+            assert sample.skip_reason == (
+                f"prompt has {sample.prompt_tokens} tokens; the model's context is {first + 2}"
+            )
+        assert by_round[3] == []  # a chain ends at its skipped round
+
+
+@pytest.mark.parametrize("concurrent", [False, True])
+def test_resume_after_a_kill_at_any_line_stores_the_same_samples_once(tmp_path, concurrent):
+    def engine():
+        return ConcurrentEngine(2) if concurrent else BatchedEngine()
+
+    config = config_of(HybridSpec(2, hybrid_k=1), novelty=NoveltySpec("answer", max_retries=1))
+    whole = RunStore(tmp_path / "whole")
+    whole.path.mkdir()
+    generate(config, engine(), whole)
+    lines = whole.samples_path.read_bytes().splitlines(keepends=True)
+    assert any(s.status == "rejected" for s in whole.samples())  # redraws are resumed too
+    for cut in range(len(lines)):
+        store = RunStore(tmp_path / f"cut{cut}")
+        store.path.mkdir()
+        torn = lines[cut][: len(lines[cut]) // 2]  # the line being written when killed
+        store.samples_path.write_bytes(b"".join(lines[:cut]) + torn)
+        store.repair()
+        generate(config, engine(), store)
+        assert drawn(store.samples()) == drawn(whole.samples()), f"killed at line {cut}"
+
+
+def test_a_resumed_run_sends_nothing_that_is_stored(tmp_path):
+    config = config_of(SequentialSpec(3, chains=2))
+    store = RunStore(tmp_path / "run")
+    store.path.mkdir()
+    generate(config, BatchedEngine(), store)
+    again = BatchedEngine()
+    generate(config, again, store)
+    assert again.calls == []
+
+
+def test_an_engine_without_head_ablation_refuses_ablated_heads(tmp_path):
+    from seqpar.errors import SeqparError
+    from seqpar.specs import AblationSpec
+
+    config = config_of(SequentialSpec(2), ablation=AblationSpec(((0, 1),)))
+    with pytest.raises(SeqparError, match="cannot switch heads off"):
+        generate(config, BatchedEngine(), MemoryStore([]))
+
+
+def test_memory_store_of_a_worker_holds_only_what_it_added():
+    store = MemoryStore([])
+    generate(config_of(ParallelSpec(2)), BatchedEngine(), store)
+    resumed = MemoryStore(store.samples()[:3])
+    generate(config_of(ParallelSpec(2)), BatchedEngine(), resumed)
+    assert len(resumed.new) == len(store.samples()) - 3
+
+
+class TimedEngine(ConcurrentEngine):
+    """Every request takes one second of a fake clock from when it is sent, so requests
+    sent together end together; after `fail_after` completions it dies (a crashed server)."""
+
+    def __init__(self, max_in_flight: int, fail_after: int | None = None) -> None:
+        super().__init__(max_in_flight)
+        self.now = 0.0
+        self.fail_after = fail_after
+        self.done = 0
+
+    async def complete(self, request: Request, params: SamplingParams) -> list[Completion]:
+        if self.fail_after is not None and self.done >= self.fail_after:
+            raise RuntimeError("the server died")
+        sent = self.now
+        (completion,) = await super().complete(request, params)
+        self.now = max(self.now, sent + 1.0)
+        self.done += 1
+        return [replace(completion, wall_time=1.0)]
+
+
+def test_elapsed_time_counts_overlapping_requests_once_and_sums_sessions(tmp_path, monkeypatch):
+    from seqpar import scheduler
+    from seqpar.report.summary import markdown, summarize
+    from seqpar.run import execute
+
+    config = config_of(SequentialSpec(3))  # 3 problems × 3 rounds, the 3 chains at once
+    crashed = TimedEngine(max_in_flight=3, fail_after=4)
+    monkeypatch.setattr(scheduler.time, "perf_counter", lambda: crashed.now)
+    with pytest.raises(RuntimeError, match="the server died"):
+        execute(config, tmp_path / "run", engine=crashed, progress=False)
+    first = summarize(str(tmp_path / "run"))
+    assert (first.elapsed_s, first.engine_busy_s, first.sessions) == (2.0, 2.0, 1)
+    assert first.wall_time_s == 6.0  # rounds 1 and 2 of three chains: durations overlap
+
+    engine = TimedEngine(max_in_flight=3)
+    monkeypatch.setattr(scheduler.time, "perf_counter", lambda: engine.now)
+    execute(config, tmp_path / "run", engine=engine, progress=False)
+    whole = summarize(str(tmp_path / "run"))
+    # session 2 sends round 3 of the three chains together: one one-second wave
+    assert (whole.elapsed_s, whole.engine_busy_s, whole.sessions) == (3.0, 3.0, 2)
+    assert whole.wall_time_s == 9.0
+    assert "elapsed 3.0 s, engine busy 3.0 s over 2 sessions" in markdown([whole])

@@ -49,11 +49,12 @@ def is_type_checking(node: ast.If) -> bool:
 def imports(source: str, module: str, package: bool, known: set[str]) -> Iterator[str]:
     """The seqpar modules `source` imports at run time (TYPE_CHECKING blocks excluded)."""
     tree = ast.parse(source)
-    skipped = {
+    skipped = {  # type-only imports (`if TYPE_CHECKING:`; its `else:` runs)
         id(child)
         for node in ast.walk(tree)
         if isinstance(node, ast.If) and is_type_checking(node)
-        for child in ast.walk(node)
+        for statement in node.body
+        for child in ast.walk(statement)
     }
     base = module.split(".") if package else module.split(".")[:-1]
     for node in ast.walk(tree):
@@ -142,10 +143,18 @@ def test_the_checkers_find_planted_violations():
     )
     planted["seqpar.store"] = (sources["seqpar.store"][0] + "\nfrom seqpar import sandbox\n", False)
     planted["seqpar.sandbox"] = (sources["seqpar.sandbox"][0] + "\nimport seqpar.store\n", False)
+    planted["seqpar.sampling"] = (
+        sources["seqpar.sampling"][0]
+        + "\nif TYPE_CHECKING:\n    pass\nelse:\n    from .report import study\n",
+        False,
+    )
     graph = import_graph(planted)
     assert any(
         a.startswith("seqpar.types (layer 1) imports seqpar.report.summary")
         for a in upward_arrows(graph, table)
+    )
+    assert "seqpar.sampling (layer 1) imports seqpar.report.study (layer 5)" in upward_arrows(
+        graph, table
     )
     assert any({"seqpar.sandbox", "seqpar.store"} <= set(cycle) for cycle in cycles(graph))
 

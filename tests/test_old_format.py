@@ -73,7 +73,8 @@ def markdown_then(run: str) -> str:
     seconds = EXPECTED[run]["json"]["wall_time_s"]
     return EXPECTED[run]["markdown"].replace(
         f" · wall time {seconds:.1f} s",
-        f" · elapsed not recorded (the run predates it; per-sample times sum to {seconds:.1f} s)",
+        " · elapsed not recorded (no session record: an older seqpar, or killed outright; "
+        f"per-sample times sum to {seconds:.1f} s)",
     )
 
 

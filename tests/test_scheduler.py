@@ -249,3 +249,32 @@ def test_elapsed_time_counts_overlapping_requests_once_and_sums_sessions(tmp_pat
     assert (whole.elapsed_s, whole.engine_busy_s, whole.sessions) == (3.0, 3.0, 2)
     assert whole.wall_time_s == 9.0
     assert "elapsed 3.0 s, engine busy 3.0 s over 2 sessions" in markdown([whole])
+
+
+def test_a_batching_engine_is_busy_only_while_it_generates(monkeypatch):
+    """Each yielded request costs the engine one second; storing it (after grading) costs
+    half a second that is not the engine's."""
+    from seqpar import scheduler
+
+    now = [0.0]
+
+    class Slow(BatchedEngine):
+        def generate(self, requests, params):
+            for item in super().generate(requests, params):
+                now[0] += 1.0
+                yield item
+
+    class SlowStore(MemoryStore):
+        def append(self, samples):
+            now[0] += 0.5
+            super().append(samples)
+
+    monkeypatch.setattr(scheduler.time, "perf_counter", lambda: now[0])
+    config = config_of(ParallelSpec(2))  # one request per problem: 3 requests
+    task = config.build_task()
+    generation = prepare_generation(config, Slow(), task, SlowStore([]), progress=False)
+    generation.run(select(task.load(), TASK.limit))
+    # the round's skipped samples (none) are stored first: +0.5; then each request: +1 engine,
+    # +0.5 store; elapsed runs from the first request to the last completion
+    assert generation.clock.record() == {"elapsed_s": 4.0, "engine_busy_s": 3.0}
+    assert generation.generated == 3 * 2 * 7

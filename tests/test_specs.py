@@ -118,7 +118,9 @@ def test_settings_are_checked_where_they_are_made():
     with pytest.raises(SeqparError, match="unknown task 'gsm9k'; known: arith, gsm8k"):
         RunConfig(task=specs.TaskSpec("gsm9k"))
     with pytest.raises(SeqparError, match=r"sampling\.n must be 1"):
-        RunConfig(sampling=SamplingParams(n=4))
+        RunConfig(sampling=SamplingParams(n=4, seed=0))
+    with pytest.raises(SeqparError, match=r"sampling\.seed must be set"):
+        RunConfig(sampling=SamplingParams())
     with pytest.raises(SeqparError, match="bad head '3-1'"):
         specs.AblationSpec.parse("3-1")
     assert specs.AblationSpec.parse(" 3.1, 10.7").heads == ((3, 1), (10, 7))
@@ -137,11 +139,11 @@ def test_every_registered_implementation_loads_and_takes_its_spec():
         assert config.build_strategy().name == entry.name  # shape only, no engine
     for entry in ENGINES.entries.values():
         engine = entry.load()
-        taken = set(inspect.signature(engine.load).parameters)
-        if "options" in taken:  # handed on to the constructor
-            taken |= set(inspect.signature(engine).parameters)
+        taken = set(inspect.signature(engine.load).parameters) - {"cls", "model", "options"}
+        if "options" in inspect.signature(engine.load).parameters:  # handed to the constructor
+            taken |= set(inspect.signature(engine).parameters) - {"model", "tokenizer", "local"}
         settings = {f.name for f in dataclasses.fields(entry.spec)}
-        assert settings <= taken, (entry.name, settings - taken)
+        assert settings == taken, (entry.name, settings ^ taken)
 
 
 def test_math_tasks_in_the_registry_are_the_math_sources():

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from seqpar import roles
 from seqpar.config import RunConfig
 from seqpar.errors import SeqparError
 from seqpar.report.summary import summarize
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
     from seqpar.analysis.hypotheses import AnalysisPlan
 
-STUDY_PLAN = "study.json"  # seqpar.study.PLAN_FILE, without importing the study runner
 DTYPES = {  # Sample field annotation → pandas dtype (nullable where the field may be None)
     "str": "string",
     "str | None": "string",
@@ -131,9 +131,9 @@ def load_run(path: str | Path) -> Run:
 
 def load_study(path: str | Path) -> Study:
     """Load the study directory `path` (its study.json and every run in it)."""
-    plan = Path(path) / STUDY_PLAN
+    plan = Path(path) / roles.PLAN_FILE
     if not plan.is_file():
-        raise SeqparError(f"{path} is not a seqpar study directory (no {STUDY_PLAN})")
+        raise SeqparError(f"{path} is not a seqpar study directory (no {roles.PLAN_FILE})")
     record = json.loads(plan.read_text(encoding="utf-8"))
     runs = {
         name: load_run(Path(path) / name)
@@ -172,6 +172,7 @@ def start_study(
     engine_options: dict[str, Any] | None = None,
     analysis: AnalysisPlan | None = None,
     progress: bool = True,
+    chains: int = 1,
 ) -> Study:
     """Run (or resume) every run of a study of `config` into `out`, as `seqpar study` does
     (report included; `analysis` as its --margin, --h3-k, --long-pad-scale), and load it."""
@@ -184,6 +185,7 @@ def start_study(
         engine_options=engine_options,
         analysis=analysis,
         progress=progress,
+        chains=chains,
     )
     return load_study(out)
 

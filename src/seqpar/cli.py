@@ -219,6 +219,7 @@ def run_config(args: argparse.Namespace, **overrides: Any) -> Any:
     values = {**vars(args), "match": str(Path(args.match).resolve()) if args.match else None}
     strategy = STRATEGIES[chosen["strategy"] or "parallel"].spec
     assert strategy is not None
+    settings = {f.name: values[f.name] for f in dataclasses.fields(strategy) if f.name in values}
     return RunConfig(
         model=args.model,
         engine=args.engine,
@@ -228,7 +229,7 @@ def run_config(args: argparse.Namespace, **overrides: Any) -> Any:
             chosen["limit"],
             args.feedback,
         ),
-        strategy=strategy(**{f.name: values[f.name] for f in dataclasses.fields(strategy)}),
+        strategy=strategy(**settings),
         sampling=SamplingParams(
             temperature=args.temperature,
             top_p=args.top_p,
@@ -321,6 +322,7 @@ def command_study(args: argparse.Namespace) -> None:
         dry_run=args.dry_run,
         analysis=analysis,
         progress=not args.no_progress,
+        chains=args.chains,
     )
     if report is not None:
         print(f"report: {report} (and report.md beside it)")
@@ -427,6 +429,8 @@ def command_tasks(args: argparse.Namespace) -> None:
             line += (
                 f": {source.file} in --data-dir / $SEQPAR_DATA_DIR, else hub {dataset} ({split})"
             )
+        elif entry.name == "livecodebench":
+            line += " in --data-dir, else the hub"
         print(line)
 
 

@@ -55,6 +55,11 @@ class RunConfig:
         ENGINES[self.engine]  # an unknown engine is an error naming the known ones
         TASKS[self.task.name]
         STRATEGIES[self.strategy.name]
+        if self.sampling.seed is None:
+            raise SeqparError(
+                "RunConfig.sampling.seed must be set: every sample's seed derives from it, so "
+                "a run reproduces and resumes"
+            )
         if self.sampling.n != 1:
             raise SeqparError(
                 "RunConfig.sampling.n must be 1: a run's samples are its strategy's n, each "

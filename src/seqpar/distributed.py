@@ -78,7 +78,8 @@ class RayPool:
         self.actors = [actor.remote(config.to_json(), directory, options) for _ in range(workers)]
 
     def describe(self) -> dict[str, Any]:
-        described = self.ray.get(self.actors[0].describe.remote())
+        # every actor, so that no engine is still loading when the clock starts
+        described = self.ray.get([actor.describe.remote() for actor in self.actors])[0]
         return {**described, "workers": len(self.actors)}
 
     def runner(self, store: RunStore, clock: Clock) -> Callable[[list[Problem]], None]:

@@ -80,7 +80,7 @@ def find_heads(
     )
     columns = {"prefix_matching": prefix}
     if run:
-        data = load_run(run, engine)
+        data = load_run(run)  # a sequential run's prompts need no engine to rebuild
         if data.config.strategy.name != "sequential":
             raise SeqparError(
                 f"--run {run} is a {data.config.strategy.name} run; give a sequential one"
@@ -143,7 +143,7 @@ def measure_copying(
 ) -> dict[str, Any]:
     """Attention shares and copy rates per round and per head for a sequential run, with
     parallel and padded-parallel controls; writes copy.json and plots."""
-    data = load_run(run, engine)
+    data = load_run(run)  # a sequential run's prompts need no engine to rebuild
     if data.config.strategy.name != "sequential":
         raise SeqparError(
             f"{run} is a {data.config.strategy.name} run; `interp copy` needs a sequential one"

@@ -3,7 +3,7 @@
 An entry names its implementation as "module:attribute" (so `import seqpar` and
 `seqpar --help` load none of them) and, where it has settings, the spec class they are read
 into. The command line's choices and `seqpar tasks` are read from here: adding a strategy
-is its module plus one line below.
+is its module, its spec in `seqpar.specs` and one line below (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -151,10 +151,14 @@ def get_task(name: str, *, data_dir: str | Path | None = None, **options: Any) -
 
 
 def engine_spec(name: str, options: Mapping[str, Any] | None = None) -> Any:
-    """The typed settings of engine `name` from keyword options; unknown keys are errors."""
+    """The typed settings of engine `name` from keyword options; unknown keys are errors,
+    except `progress` (display only), which engines without bars of their own ignore."""
     entry = ENGINES[name]
     assert entry.spec is not None
-    return specs.decode(entry.spec, dict(options or {}), f"--engine {name}")
+    settings = dict(options or {})
+    if "progress" not in {f.name for f in dataclasses.fields(entry.spec)}:
+        settings.pop("progress", None)
+    return specs.decode(entry.spec, settings, f"--engine {name}")
 
 
 def load_engine(name: str, model: str, options: Mapping[str, Any] | Any = None) -> Engine:

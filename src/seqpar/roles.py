@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+PLAN_FILE = "study.json"  # the study's settings, analysis plan and run names
 PARALLEL = "parallel"
 SEQUENTIAL = "sequential"
 PADDED = "padded-parallel"

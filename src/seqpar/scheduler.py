@@ -72,8 +72,11 @@ class Clock:
             self.since = now
         self.in_flight += 1
 
-    def back(self) -> None:
-        now = self.last = time.perf_counter()
+    def back(self, completed: bool = True) -> None:
+        """A request is back; `completed` False: it ended without a result (the end of a
+        batched call), which is no completion for elapsed time."""
+        now = time.perf_counter()
+        self.last = now if completed else self.last
         self.in_flight -= 1
         if not self.in_flight:
             self.busy += now - self.since
@@ -273,6 +276,7 @@ class Generation:
         )
         again = []
         for index, completions in self.timed(self.engine.generate(requests, self.sampling)):
+            self.generated += sum(c.completion_tokens for c in completions)
             samples = []
             for (problem, chain), completion in zip(owners[index], completions, strict=True):
                 grade = grade_safely(self.task, problem, completion.text)
@@ -284,16 +288,27 @@ class Generation:
         return again
 
     def timed(self, results: Iterator[T]) -> Iterator[T]:
-        """`results` of a batched call, the engine counted busy only while it produces them
-        (not while this generation grades and stores what it yielded)."""
+        """`results` of one engine call, timed on `clock`. A batching engine works only while
+        asked for its next result, not while this generation grades and stores the last one;
+        a concurrent engine keeps working in between, so it is busy until its last result."""
+        if isinstance(self.engine, ConcurrentEngine):
+            self.clock.sent()
+            try:
+                yield from results
+            finally:
+                self.clock.back()
+            return
         while True:
             self.clock.sent()
             try:
                 result = next(results)
             except StopIteration:
+                self.clock.back(completed=False)
                 return
-            finally:
+            except BaseException:
                 self.clock.back()
+                raise
+            self.clock.back()
             yield result
 
     def overflow(self, messages: tuple[Message, ...]) -> tuple[int, str]:

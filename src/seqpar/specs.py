@@ -183,6 +183,7 @@ class HFEngineSpec:
     """transformers in process, batched."""
 
     device: str = "auto"
+    dtype: str = "auto"  # auto: bfloat16 on GPUs and CPUs that have it, else float32
     token_budget: int = 32768  # padded tokens (prompt + max_tokens) per batch
     max_batch: int = 64
     max_context: int | None = None

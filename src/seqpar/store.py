@@ -185,9 +185,11 @@ class RunStore:
 
     def append_session(self, times: Mapping[str, float]) -> None:
         """Record one generation session's times (a resumed run has several)."""
-        started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-        with (self.path / SESSIONS).open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"ended": started, **times}) + "\n")
+        ended = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        path = self.path / SESSIONS
+        torn = path.is_file() and not path.read_bytes().endswith(b"\n")
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(("\n" if torn else "") + json.dumps({"ended": ended, **times}) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
 
@@ -197,11 +199,13 @@ class RunStore:
         path = self.path / SESSIONS
         if not path.is_file():
             return []
-        return [
-            json.loads(line)
-            for line in path.read_text(encoding="utf-8").splitlines(True)
-            if line.endswith("\n")
-        ]
+        sessions = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                sessions.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # the line a killed session left half-written
+        return sessions
 
     def grades(self) -> dict[tuple[str, int, int, int], dict[str, Any]]:
         """Re-graded fields by sample key, from grades.jsonl (empty when never re-graded)."""

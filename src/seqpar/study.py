@@ -47,8 +47,6 @@ from seqpar.specs import HybridSpec, PaddedSpec, ParallelSpec, SequentialSpec
 from seqpar.store import write_atomic
 from seqpar.tasks import select
 
-PLAN_FILE = "study.json"
-
 
 @dataclass(frozen=True)
 class PlannedRun:
@@ -58,9 +56,14 @@ class PlannedRun:
 
 
 def plan(
-    base: RunConfig, out: Path, code_task: bool, analysis: AnalysisPlan | None = None
+    base: RunConfig,
+    out: Path,
+    code_task: bool,
+    analysis: AnalysisPlan | None = None,
+    chains: int = 1,
 ) -> list[PlannedRun]:
-    """The runs of a study of `base` under `out`."""
+    """The runs of a study of `base` under `out`; the sequential runs of the remedies and
+    of head ablation have `chains` chains (the main sequential run has one)."""
     n = base.n
     analysis = analysis or AnalysisPlan(hybrid_k=default_hybrid_k(n))
     sequential = base.with_strategy(SequentialSpec(n))
@@ -76,13 +79,13 @@ def plan(
     for k in sorted({1, n // 2, analysis.hybrid_k} - {0}):
         runs.append(PlannedRun(roles.hybrid(k), base.with_strategy(HybridSpec(n, k)), k + n))
     if code_task:
+        chained = base.with_strategy(SequentialSpec(n, chains))
         for level in ("binary", "public", "hidden"):
             task = replace(base.task, feedback=level)
-            runs.append(PlannedRun(roles.feedback(level), replace(sequential, task=task), n))
+            runs.append(PlannedRun(roles.feedback(level), replace(chained, task=task), n))
         rejecting = replace(base.novelty, mode="behaviour")
-        for planned in runs[:2]:  # parallel and sequential
-            config = replace(planned.config, novelty=rejecting)
-            runs.append(PlannedRun(roles.rejecting(planned.name), config, n))
+        for name, config in ((roles.PARALLEL, base), (roles.SEQUENTIAL, chained)):
+            runs.append(PlannedRun(roles.rejecting(name), replace(config, novelty=rejecting), n))
     return runs
 
 
@@ -116,7 +119,7 @@ def measure_throughput(engine: Engine, base: RunConfig, data_dir: str | None) ->
 def check_declared(out: Path, base: RunConfig, analysis: AnalysisPlan) -> None:
     """Refuse to resume a study in `out` with other settings or another analysis plan (the
     plan is declared before any sample is drawn; older studies without one take this one)."""
-    path = out / PLAN_FILE
+    path = out / roles.PLAN_FILE
     if not path.is_file():
         return
     existing = json.loads(path.read_text())
@@ -140,6 +143,7 @@ def run_study(
     dry_run: bool = False,
     analysis: AnalysisPlan | None = None,
     progress: bool = True,
+    chains: int = 1,
 ) -> Path | None:
     """Run (or resume) every planned run, then write report.md and report.html.
     With `dry_run`, print the plan, a time estimate and the smallest effects the planned
@@ -153,7 +157,7 @@ def run_study(
     if not dry_run:
         check_declared(out, base, analysis)
     engine = load_engine(base.engine, base.model, engine_options)
-    runs = plan(base, out, task.answer_kind == "behaviour", analysis)
+    runs = plan(base, out, task.answer_kind == "behaviour", analysis, chains)
     if top.heads:
         if not isinstance(engine, HeadAblating):
             raise SeqparError(
@@ -162,7 +166,7 @@ def run_study(
         control = random_heads(
             engine.layers, engine.heads_per_layer, len(top.heads), top.heads, base.sampling.seed
         )
-        sequential = base.with_strategy(SequentialSpec(base.n))
+        sequential = base.with_strategy(SequentialSpec(base.n, chains))
         for name, heads in ((roles.ABLATE_TOP, top.heads), (roles.ABLATE_RANDOM, control)):
             ablated = replace(sequential, ablation=replace(top, heads=heads))
             runs.append(PlannedRun(name, ablated, base.n))
@@ -191,7 +195,7 @@ def run_study(
         "data_dir": data_dir,
         "runs": [r.name for r in runs],
     }
-    write_atomic(out / PLAN_FILE, json.dumps(record, indent=2) + "\n")
+    write_atomic(out / roles.PLAN_FILE, json.dumps(record, indent=2) + "\n")
     for index, run in enumerate(runs, 1):
         print(f"study: run {index}/{len(runs)}: {run.name}", file=sys.stderr)
         execute(run.config, out / run.name, data_dir=data_dir, engine=engine, progress=progress)

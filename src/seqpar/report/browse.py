@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from seqpar import roles
 from seqpar.analysis.copying import copied_spans
 from seqpar.errors import SeqparError
 from seqpar.report.document import Link
@@ -31,7 +32,6 @@ from seqpar.types import Problem, Sample
 
 DEFAULT_NGRAM = 4
 PAGE = "browse.html"
-STUDY_PLAN = "study.json"
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,8 @@ class Panel:
 
 def runs_of(path: Path) -> dict[str, RunData]:
     """The runs of a study directory (by name, in plan order), or the one run at `path`."""
-    if (path / STUDY_PLAN).is_file():
-        names = json.loads((path / STUDY_PLAN).read_text(encoding="utf-8"))["runs"]
+    if (path / roles.PLAN_FILE).is_file():
+        names = json.loads((path / roles.PLAN_FILE).read_text(encoding="utf-8"))["runs"]
         return {n: load_run(str(path / n)) for n in names if (path / n / "manifest.json").exists()}
     if (path / "manifest.json").is_file():
         return {path.name: load_run(str(path))}
@@ -247,7 +247,7 @@ def render(data: Mapping[str, Any], bodies: list[list[list[Panel]]]) -> str:
 
 def write_browser(path: Path, out: Path | None = None, *, ngram: int = DEFAULT_NGRAM) -> Path:
     """Write the browser of the run or study at `path` to `out` (default PATH/browse.html)."""
-    study = (path / STUDY_PLAN).is_file()
+    study = (path / roles.PLAN_FILE).is_file()
     return write_page(runs_of(path), path, out or path / PAGE, ngram=ngram, study=study)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from seqpar import roles
-from seqpar.aggregate import budgets
+from seqpar.aggregate import aggregator_named, budgets
 from seqpar.analysis.diversity import (
     answer_entropy,
     distinct_answers,
@@ -616,7 +616,7 @@ def verdict_blocks(findings: Findings, runs: dict[str, RunData], problems: int) 
 
 def study_analysis(out: Path, n: int) -> AnalysisPlan:
     """The analysis plan recorded in the study's study.json (defaults for older studies)."""
-    path = out / "study.json"
+    path = out / roles.PLAN_FILE
     record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     if "analysis" in record:
         return AnalysisPlan.from_json(record["analysis"])
@@ -638,7 +638,7 @@ def write_study_report(
     n = first.config.n
     analysis = analysis or study_analysis(out, n)
     verified = any(s.score is not None for r in runs.values() for s in r.samples)
-    aggregators = [a for a in AGGREGATORS.names if verified or a != "best-of-n"]
+    aggregators = [a for a in AGGREGATORS.names if verified or not aggregator_named(a).needs_scores]
     embedder = Embedder(first.config.novelty.embedder)
     vectors = {
         name: run_embeddings(run, lambda t: embedder.encode(t)) for name, run in runs.items()

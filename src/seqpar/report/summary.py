@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from seqpar.aggregate import budgets
+from seqpar.aggregate import aggregator_named, budgets
 from seqpar.errors import GRADE_TIMED_OUT, HARNESS_ERROR
 from seqpar.registry import AGGREGATORS
 from seqpar.rundata import expected_slots, load_run
@@ -54,7 +54,7 @@ def summarize(path: str) -> RunSummary:
     samples, draws, config = run.samples, run.draws, run.config
     ks = budgets(config.n)
     verified = any(s.score is not None for s in samples)
-    aggregators = [a for a in AGGREGATORS.names if verified or a != "best-of-n"]
+    aggregators = [a for a in AGGREGATORS.names if verified or not aggregator_named(a).needs_scores]
     return RunSummary(
         run=path,
         model=config.model,
@@ -86,7 +86,8 @@ def time_spent(s: RunSummary) -> str:
     """Elapsed and engine-busy time, or why a run has neither."""
     if s.elapsed_s is None or s.engine_busy_s is None:
         return (
-            "elapsed not recorded (the run predates it; per-sample times sum to "
+            "elapsed not recorded (no session record: an older seqpar, or killed outright; "
+            "per-sample times sum to "
             f"{s.wall_time_s:.1f} s)"
         )
     sessions = f" over {s.sessions} sessions" if s.sessions > 1 else ""

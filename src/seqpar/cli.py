@@ -56,7 +56,16 @@ def add_run_options(parser: argparse.ArgumentParser, *, demo: bool = False) -> N
     )
     server.add_argument("--api", default="chat", choices=["chat", "completions"])
     model.add_argument(
-        "--threads", type=int, default=None, help="llamacpp: CPU threads (default: every core)"
+        "--threads",
+        type=int,
+        default=None,
+        help="llamacpp, llama-server: CPU threads (default: every core)",
+    )
+    model.add_argument(
+        "--slots",
+        type=int,
+        default=8,
+        help="llama-server: requests decoded together, each with its own prompt cache (default: 8)",
     )
     server.add_argument(
         "--api-key-env",

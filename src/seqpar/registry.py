@@ -78,6 +78,13 @@ ENGINES = Registry(
         "llama-cpp-python in process, GGUF, prefix reuse",
         specs.LlamaCppEngineSpec,
     ),
+    Entry(
+        "llama-server",
+        "seqpar.engines.llama_server:LlamaServerEngine",
+        "llama.cpp's server started by seqpar, GGUF: --slots requests decoded together, "
+        "prefix cache per slot",
+        specs.LlamaServerEngineSpec,
+    ),
 )
 
 STRATEGIES = Registry(

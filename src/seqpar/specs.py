@@ -199,6 +199,16 @@ class LlamaCppEngineSpec:
 
 
 @dataclass(frozen=True)
+class LlamaServerEngineSpec:
+    """llama.cpp's llama-server, started by seqpar: continuous batching, per-slot prompt cache."""
+
+    slots: int = 8  # requests decoded together
+    max_context: int | None = None  # per slot; default 4,096
+    threads: int | None = None  # default: every core
+    request_timeout: float = 600.0
+
+
+@dataclass(frozen=True)
 class OpenAIEngineSpec:
     """An OpenAI-compatible server (vLLM, SGLang, llama.cpp, hosted APIs)."""
 

@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -456,16 +457,22 @@ def test_the_same_guarantees_without_root():
     require_root()
     python = shutil.which("python3", path="/usr/bin:/bin")
     assert python, "Debian's python3 runs the unprivileged check"
-    src = str(Path(sandbox.__file__).parents[1])
-    script = NON_ROOT.replace("SRC", repr(src))
-    out = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd="/",
-        env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"},
-    )
+    with tempfile.TemporaryDirectory() as readable:  # the checkout may be private (0700)
+        copy = Path(readable) / "seqpar"
+        shutil.copytree(
+            Path(sandbox.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__")
+        )
+        for path in [Path(readable), *Path(readable).rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        script = NON_ROOT.replace("SRC", repr(readable))
+        out = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd="/",
+            env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"},
+        )
     assert "runner uid 65534" in out.stdout, out.stderr
     assert "umount -1 -1" in out.stdout
     pids = eval(out.stdout.split("pids ")[1].splitlines()[0])

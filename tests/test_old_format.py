@@ -18,27 +18,17 @@ from seqpar.report.summary import markdown, summarize
 from seqpar.run import regrade
 from seqpar.store import RunStore
 
-from .conftest import TEST_MODEL
+from .conftest import TEST_MODEL, TINY_STUDY
 from .test_e2e import cli
 
 FIXTURE = Path(__file__).parent / "fixtures" / "format1"
 WRITTEN_AT = "/tmp/fmt1"  # where the fixture was made; its manifests name these paths
 EXPECTED = json.loads((FIXTURE / "expected_reports.json").read_text())
-STUDIES = {
-    "study-arith": [
-        "--task",
-        "arith",
-        "--difficulty",
-        "1",
-        "--limit",
-        "3",
-        "--n",
-        "2",
-        "--max-tokens",
-        "28",
-    ],
-    "study-humaneval": ["--task", "humaneval", "--limit", "2", "--n", "2", "--max-tokens", "40"],
-}
+STUDIES = {  # the commands that wrote them (make.sh)
+    "study-arith": TINY_STUDY,
+    "study-humaneval": ["--model", TEST_MODEL, "--task", "humaneval", "--limit", "2", "--n", "2",
+                        "--max-tokens", "40", "--no-progress"],
+}  # fmt: skip
 
 
 @pytest.fixture
@@ -105,9 +95,7 @@ def test_an_old_study_resumes_generating_nothing_and_reports_the_same(old, study
     before = {run: (out / run / "samples.jsonl").read_bytes() for run in runs(out)}
     manifests = {run: (out / run / "manifest.json").read_bytes() for run in runs(out)}
     written = (out / "report.md").read_text()
-    result = cli(
-        "study", "--model", TEST_MODEL, *STUDIES[study], "--no-progress", "--out", str(out)
-    )
+    result = cli("study", *STUDIES[study], "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert "samples to generate" not in result.stderr
     assert {run: (out / run / "samples.jsonl").read_bytes() for run in runs(out)} == before

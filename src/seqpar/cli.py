@@ -30,8 +30,7 @@ def add_run_options(parser: argparse.ArgumentParser, *, demo: bool = False) -> N
         "--engine",
         default="hf",
         choices=ENGINES.names,
-        help="; ".join(f"{e.name}: {e.summary}" for e in ENGINES.entries.values())
-        + "; see docs/engines.md (default: hf)",
+        help=ENGINES.listing() + "; see docs/engines.md (default: hf)",
     )
     model.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 … (default: auto)")
     model.add_argument(
@@ -458,8 +457,7 @@ def parser() -> argparse.ArgumentParser:
         "--strategy",
         default="parallel",
         choices=STRATEGIES.names,
-        help="; ".join(f"{e.name}: {e.summary}" for e in STRATEGIES.entries.values())
-        + " (default: parallel)",
+        help=STRATEGIES.listing() + " (default: parallel)",
     )
     run.add_argument("--limit", type=int, default=None, help="use only the first K problems")
     run.add_argument(

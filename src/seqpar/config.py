@@ -131,6 +131,11 @@ class RunConfig:
         return strategy
 
 
+def current_format(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored configuration (any format) as this seqpar writes it, for comparisons."""
+    return RunConfig.from_json(data).to_json()
+
+
 def upgrade_format_1(flat: Mapping[str, Any]) -> dict[str, Any]:
     """A flat format-1 configuration (26 settings, seqpar ≤ 0.x) in today's format."""
     name = flat["strategy"]

@@ -51,6 +51,10 @@ class Registry:
     def names(self) -> tuple[str, ...]:
         return tuple(self.entries)
 
+    def listing(self) -> str:
+        """'name: summary; …' of every entry, for --help."""
+        return "; ".join(f"{e.name}: {e.summary}" for e in self.entries.values())
+
     def __contains__(self, name: object) -> bool:
         return name in self.entries
 

@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from seqpar.config import RunConfig
+from seqpar.config import RunConfig, current_format
 from seqpar.engines import Engine
 from seqpar.errors import unknown
 from seqpar.registry import load_engine
@@ -33,7 +33,7 @@ def stored_identity(manifest: Mapping[str, Any]) -> dict[str, Any]:
     """A manifest's identity with its configuration in today's format (older runs resume)."""
     identity = dict(manifest.get("identity", {}))
     if "config" in identity:
-        identity["config"] = RunConfig.from_json(identity["config"]).to_json()
+        identity["config"] = current_format(identity["config"])
     return identity
 
 

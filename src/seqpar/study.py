@@ -38,7 +38,7 @@ from seqpar.analysis.hypotheses import (
     describe_sensitivity,
     sensitivity,
 )
-from seqpar.config import RunConfig
+from seqpar.config import RunConfig, current_format
 from seqpar.engines import Engine, HeadAblating
 from seqpar.errors import SeqparError
 from seqpar.registry import load_engine
@@ -141,7 +141,7 @@ def check_declared(out: Path, base: RunConfig, analysis: AnalysisPlan) -> None:
     if not path.is_file():
         return
     existing = json.loads(path.read_text())
-    if RunConfig.from_json(existing["base"]).to_json() != base.to_json():
+    if current_format(existing["base"]) != base.to_json():
         raise SeqparError(f"{out} holds a study with other settings; use another --out")
     declared = existing.get("analysis", analysis.to_json())
     if declared != analysis.to_json():

@@ -1,11 +1,13 @@
-"""The same study plan on two engines, side by side: wall time, tokens, seeds.
+"""The same study plan on several arms, side by side: wall time, tokens, seeds.
 
-    .venv/bin/python bench/study.py --engines hf llama-server --limit 4 --n 2 --max-tokens 100
+    .venv/bin/python bench/study.py --arms hf:one-by-one hf llama-server --limit 4 --n 2
 
-Each engine runs the whole plan of `seqpar study` (default model, arith) into its own fresh
-directory; the table gives wall time end to end (engine start included), generated tokens,
-the sum of the runs' recorded elapsed time, and each engine's wall time relative to the
-first. Seeds are compared run by run: a plan on two engines draws the same seeds.
+An arm is an engine, and `:one-by-one` runs the plan's runs one after another (seqpar before
+the study generated independent runs together). Each arm runs the whole plan of `seqpar
+study` (default model, arith) into its own fresh directory; the table gives wall time end
+to end (engine start included), generated tokens, the sum of the runs' recorded elapsed
+time, and each arm's wall time relative to the first. Seeds are compared run by run: every
+arm draws the same seeds.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from seqpar import roles
 from seqpar.config import RunConfig
-from seqpar.report.summary import summarize
+from seqpar.report.summary import Summary, summarize
 from seqpar.sampling import SamplingParams
 from seqpar.specs import DEFAULT_MODEL, ParallelSpec, TaskSpec
 from seqpar.study import run_study
@@ -25,15 +28,19 @@ from seqpar.study import run_study
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--engines", nargs="+", default=["hf", "llama-server"])
+    parser.add_argument("--arms", nargs="+", default=["hf:one-by-one", "hf"])
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--limit", type=int, default=4)
     parser.add_argument("--n", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=100)
+    parser.add_argument("--progress", action="store_true", help="show the progress bars")
     parser.add_argument("--slots", type=int, default=8)
     args = parser.parse_args()
-    rows, seeds = [], {}
-    for engine in args.engines:
+    rows, seeds, rates = [], {}, {}
+    for arm in args.arms:
+        engine, _, how = arm.partition(":")
+        if how not in ("", "one-by-one"):
+            parser.error(f"unknown arm {arm!r}; write ENGINE or ENGINE:one-by-one")
         config = RunConfig(
             model=args.model,
             engine=engine,
@@ -41,20 +48,26 @@ def main() -> None:
             strategy=ParallelSpec(args.n),
             sampling=SamplingParams(temperature=0.7, max_tokens=args.max_tokens, seed=0),
         )
-        options = {"progress": False, **({"slots": args.slots} if engine == "llama-server" else {})}
+        options = {
+            "progress": args.progress,
+            **({"slots": args.slots} if engine == "llama-server" else {}),
+        }
         out = Path(tempfile.mkdtemp(prefix=f"bench-study-{engine}-"))
         start = time.perf_counter()
-        run_study(config, out, engine_options=options, progress=False)
+        run_study(config, out, engine_options=options, progress=args.progress, together=how == "")
         wall = time.perf_counter() - start
         names = json.loads((out / "study.json").read_text())["runs"]
         summaries = [summarize(str(out / name)) for name in names]
-        seeds[engine] = {
+        seeds[arm] = {
             name: sorted(json.loads(line)["seed"] for line in (out / name / "samples.jsonl").open())
             for name in names
         }
+        by_name = dict(zip(names, summaries, strict=True))
+        rates[arm] = {name: rate(by_name[name]) for name in (roles.PARALLEL, roles.SEQUENTIAL)}
+        rates[arm]["study"] = sum(s.generated_tokens for s in summaries) / wall
         rows.append(
             (
-                engine,
+                arm + (f" ({args.slots} slots)" if engine == "llama-server" else ""),
                 wall,
                 sum(s.samples for s in summaries),
                 sum(s.generated_tokens for s in summaries),
@@ -65,7 +78,7 @@ def main() -> None:
         )
     first = rows[0][1]
     print(
-        "| engine | wall (s) | vs first | samples | generated tokens | elapsed in runs (s) "
+        "| arm | wall (s) | vs first | samples | generated tokens | elapsed in runs (s) "
         "| prompt tokens cached |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
@@ -74,8 +87,28 @@ def main() -> None:
             f"| {engine} | {wall:.1f} | {wall / first:.2f} | {samples} | {tokens:,} | "
             f"{elapsed:.1f} | {cached:,} of {prompt:,} |"
         )
-    same = all(seeds[e] == seeds[args.engines[0]] for e in args.engines)
-    print(f"\nsame seeds in every run on every engine: {same}")
+    same = all(seeds[a] == seeds[args.arms[0]] for a in args.arms)
+    print(f"\nsame seeds in every run of every arm: {same}\n")
+    for arm in args.arms:
+        engine, _, how = arm.partition(":")
+        alone = rates.get(f"{engine}:one-by-one")
+        if how:  # its runs ran alone: their own rates mean something
+            par, seq = rates[arm][roles.PARALLEL], rates[arm][roles.SEQUENTIAL]
+            print(
+                f"{arm}: parallel alone {par:.1f} tok/s, sequential alone {seq:.1f} tok/s: "
+                f"sequential takes {par / seq:.2f}x parallel's time per generated token"
+            )
+        elif alone:
+            study = rates[arm]["study"]
+            print(
+                f"{arm}: the whole study {study:.1f} tok/s = {study / alone[roles.PARALLEL]:.0%} "
+                f"of the parallel run alone on {engine} (the engine batched on these prompts)"
+            )
+
+
+def rate(summary: Summary) -> float:
+    """A run's generated tokens per second of its recorded elapsed time."""
+    return summary.generated_tokens / (summary.elapsed_s or float("nan"))
 
 
 if __name__ == "__main__":

@@ -200,6 +200,26 @@ def test_study_plan_has_the_longer_and_the_neutral_padded_arms():
     assert "hybrid-k3" in {r.name for r in with_k3}
 
 
+def test_study_steps_generate_independent_runs_together_and_matched_ones_after():
+    from dataclasses import replace
+
+    from seqpar.config import RunConfig
+    from seqpar.specs import AblationSpec, ParallelSpec
+    from seqpar.study import PlannedRun, plan, stages
+
+    base = RunConfig(strategy=ParallelSpec(4))
+    runs = plan(base, Path("/tmp/s"), True, PLAN)
+    heads = AblationSpec(((0, 1),))
+    runs += [PlannedRun(f"ablate{i}", replace(base, ablation=heads), 4) for i in (1, 2)]
+    names = [[r.name for r in step] for step in stages(runs)]
+    padded = ["padded-parallel", "padded-parallel-x2", "padded-parallel-neutral"]
+    assert names[1] == padded  # they match the sequential run's prompt lengths: after it
+    assert names[2:] == [["ablate1"], ["ablate2"]]  # each changes the model: alone
+    assert names[0][:2] == ["parallel", "sequential"]
+    assert "sequential-feedback-hidden" in names[0] and not set(padded) & set(names[0])
+    assert sorted(n for step in names for n in step) == sorted(r.name for r in runs)
+
+
 # Calibration by simulation: the documented error rates (docs/concepts.md) -------------------
 
 STUDIES = 1500

@@ -17,7 +17,7 @@ from seqpar.config import RunConfig
 from seqpar.engines import derive_seed, generate_concurrently
 from seqpar.registry import get_task
 from seqpar.sampling import SamplingParams
-from seqpar.scheduler import MemoryStore, prepare_generation
+from seqpar.scheduler import MemoryStore, generate_together, prepare_generation
 from seqpar.specs import HybridSpec, NoveltySpec, ParallelSpec, SequentialSpec, TaskSpec
 from seqpar.store import RunStore
 from seqpar.tasks import select
@@ -278,3 +278,103 @@ def test_a_batching_engine_is_busy_only_while_it_generates(monkeypatch):
     # +0.5 store; elapsed runs from the first request to the last completion
     assert generation.clock.record() == {"elapsed_s": 4.0, "engine_busy_s": 3.0}
     assert generation.generated == 3 * 2 * 7
+
+
+TOGETHER = (ParallelSpec(3), SequentialSpec(3, chains=2), HybridSpec(3, hybrid_k=2))
+
+
+def generations_of(engine, stores, strategies=TOGETHER):
+    task = get_task("arith", difficulty=1)
+    problems = select(task.load(), TASK.limit)
+    return [
+        (prepare_generation(config_of(s), engine, task, store, progress=False), problems)
+        for s, store in zip(strategies, stores, strict=True)
+    ]
+
+
+@pytest.mark.parametrize("concurrent", [False, True])
+def test_runs_generated_together_store_what_each_stores_alone(concurrent):
+    def engine():
+        return ConcurrentEngine(2) if concurrent else BatchedEngine()
+
+    alone = [MemoryStore([]) for _ in TOGETHER]
+    for strategy, store in zip(TOGETHER, alone, strict=True):
+        generate(config_of(strategy), engine(), store)
+    together = [MemoryStore([]) for _ in TOGETHER]
+    generate_together(generations_of(engine(), together))
+    for one, other in zip(alone, together, strict=True):
+        assert drawn(one.samples()) == drawn(other.samples())
+
+
+def test_a_batching_engine_gets_every_runs_round_in_one_call():
+    alone = BatchedEngine()
+    for strategy in TOGETHER:
+        generate(config_of(strategy), alone, MemoryStore([]))
+    engine = BatchedEngine()
+    generate_together(generations_of(engine, [MemoryStore([]) for _ in TOGETHER]))
+    # alone: parallel 1 call, sequential 3, hybrid 3 (k=2 rounds, then its N samples)
+    assert len(alone.calls) == 7
+    assert len(engine.calls) == 3  # round r of every run in call r
+    # 3 problems: parallel's 3 samples, 2 sequential chains, hybrid's chain 0 until its
+    # round 3 of 3 samples
+    assert [sum(len(r.seeds) for r in call) for call in engine.calls] == [9 + 6 + 3, 6 + 3, 6 + 9]
+
+
+def test_runs_generated_together_share_one_in_flight_limit():
+    engine = ConcurrentEngine(max_in_flight=2)
+    strategies = (SequentialSpec(3, chains=2), SequentialSpec(2, chains=2))
+    stores = [MemoryStore([]) for _ in strategies]
+    generate_together(generations_of(engine, stores, strategies))
+    assert engine.most_in_flight == 2
+    assert len(stores[0].samples()) == 3 * 2 * 3 and len(stores[1].samples()) == 3 * 2 * 2
+
+
+def test_runs_with_other_sampling_settings_are_not_generated_together():
+    from seqpar.errors import SeqparError
+
+    engine = BatchedEngine()
+    task = get_task("arith", difficulty=1)
+    problems = select(task.load(), TASK.limit)
+    hot = config_of(ParallelSpec(2), sampling=SamplingParams(temperature=1.0, seed=0))
+    generations = [
+        (prepare_generation(c, engine, task, MemoryStore([]), progress=False), problems)
+        for c in (config_of(ParallelSpec(2)), hot)
+    ]
+    with pytest.raises(SeqparError, match="share one engine and sampling settings"):
+        generate_together(generations)
+    assert engine.calls == []
+
+
+def test_runs_interrupted_together_resume_together_with_nothing_lost_or_doubled(tmp_path):
+    from seqpar.run import execute_together
+
+    class Dying(BatchedEngine):
+        """Dies after `left` requests (a killed engine)."""
+
+        def __init__(self, left: int) -> None:
+            super().__init__()
+            self.left = left
+
+        def generate(self, requests, params):
+            for item in super().generate(requests, params):
+                if self.left == 0:
+                    raise RuntimeError("engine killed")
+                self.left -= 1
+                yield item
+
+    configs = [config_of(s) for s in TOGETHER]
+    whole = [(c, tmp_path / "whole" / c.strategy.name) for c in configs]
+    execute_together(whole, BatchedEngine(), progress=False)
+    for left in (0, 5, 13):  # in round 1, at its end, in round 2
+        runs = [(c, tmp_path / f"killed{left}" / c.strategy.name) for c in configs]
+        with pytest.raises(RuntimeError, match="engine killed"):
+            execute_together(runs, Dying(left), progress=False)
+        unfinished = [
+            len(RunStore(out).samples()) < len(RunStore(done).samples())
+            for (_, out), (_, done) in zip(runs, whole, strict=True)
+        ]
+        execute_together(runs, BatchedEngine(), progress=False)
+        for (_, done), (_, resumed), resumed_some in zip(whole, runs, unfinished, strict=True):
+            assert drawn(RunStore(resumed).samples()) == drawn(RunStore(done).samples())
+            # the killed session counts; the resumed one only where it generated something
+            assert len(RunStore(resumed).sessions()) == 1 + resumed_some

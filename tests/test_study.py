@@ -227,8 +227,8 @@ def test_a_study_killed_at_random_moments_ends_as_the_uninterrupted_study(study,
         before = stored(out)
         return lambda lines: stored(out) > before
 
-    def second_run():  # the study moved on to another run of its plan
-        return lambda lines: sum(line.startswith("study: run ") for line in lines) >= 2
+    def second_run():  # the study moved on to the next step of its plan
+        return lambda lines: sum(line.startswith("study: step ") for line in lines) >= 2
 
     final, after_kills = kill_on_progress(
         ["study", *TINY, "--out", str(out)],

@@ -294,17 +294,15 @@ def command_run(args: argparse.Namespace) -> None:
 def command_demo(args: argparse.Namespace) -> None:
     from seqpar.registry import load_engine
     from seqpar.report.summary import markdown, summarize
-    from seqpar.run import execute
+    from seqpar.run import execute_together
 
     engine = load_engine(args.engine, args.model, engine_options(args))
-    paths = []
-    for strategy in ("parallel", "sequential"):
-        config = run_config(args, task="arith", strategy=strategy, limit=args.problems)
-        store = execute(
-            config, Path(args.out) / strategy, engine=engine, progress=not args.no_progress
-        )
-        paths.append(str(store.path))
-    print(markdown([summarize(p) for p in paths]))
+    runs = [
+        (run_config(args, task="arith", strategy=s, limit=args.problems), Path(args.out) / s)
+        for s in ("parallel", "sequential")
+    ]
+    stores = execute_together(runs, engine, progress=not args.no_progress)
+    print(markdown([summarize(str(store.path)) for store in stores]))
 
 
 def command_study(args: argparse.Namespace) -> None:

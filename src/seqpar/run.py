@@ -3,6 +3,8 @@
 `execute` checks the configuration against what the directory holds, writes the manifest
 (configuration, versions, model hash, git commit) and hands the missing samples to the
 scheduler (`seqpar.scheduler`), locally or over Ray; re-running the same command resumes.
+`execute_together` does the same for several runs whose samples one engine generates at
+once (a study's independent runs).
 `regrade` grades stored samples again without generating.
 """
 
@@ -12,18 +14,20 @@ import datetime
 import platform
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from seqpar.config import RunConfig, current_format
 from seqpar.engines import Engine
-from seqpar.errors import unknown
+from seqpar.errors import SeqparError, unknown
 from seqpar.registry import load_engine
-from seqpar.scheduler import Clock, prepare_generation
+from seqpar.scheduler import Clock, generate_together, prepare_generation
 from seqpar.store import RunStore
-from seqpar.tasks import grade_safely, select
+from seqpar.tasks import Task, grade_safely, select
+from seqpar.types import Problem
 
 EXECUTORS = ("local", "ray")
 VERSIONED = ("seqpar", "torch", "transformers", "math-verify", "numpy", "gguf", "safetensors")
@@ -77,32 +81,83 @@ def execute(
     """Run (or resume) `config` into the directory `out`; returns its store. With
     `executor="ray"`, problems are spread over `workers` Ray actors, one engine each."""
     task = config.build_task(data_dir)
-    problems = select(task.load(), config.task.limit)
     store = RunStore(out)
-    identity: dict[str, Any] = {"config": config.to_json(), "task": task.describe()}
-    store.check_compatible(identity, stored_identity)
-    clock = Clock()
+    store.check_compatible(identity(config, task), stored_identity)  # before loading a model
     if executor == "ray":
         from seqpar.distributed import RayPool
 
+        problems = select(task.load(), config.task.limit)
         pool = RayPool(config, data_dir, dict(engine_options or {}), workers)
-        described, generate = pool.describe(), pool.runner(store, clock)
-    elif executor == "local":
-        if engine is None:
-            engine = load_engine(config.engine, config.model, engine_options)
-        generation = prepare_generation(config, engine, task, store, progress)
-        generation.clock = clock
-        described, generate = engine.describe(), generation.run
-    else:
+        clock = Clock()
+        with opened(config, store, task, problems, pool.describe(), data_dir, clock, workers):
+            pool.runner(store, clock)(problems)
+        return store
+    if executor != "local":
         raise unknown("executor", executor, EXECUTORS)
-    identity["model_sha256"] = described["model_sha256"]
+    if engine is None:
+        engine = load_engine(config.engine, config.model, engine_options)
+    return execute_together([(config, out)], engine, data_dir=data_dir, progress=progress)[0]
+
+
+def execute_together(
+    runs: Sequence[tuple[RunConfig, str | Path]],
+    engine: Engine,
+    *,
+    data_dir: str | Path | None = None,
+    progress: bool = True,
+) -> list[RunStore]:
+    """Run (or resume) several runs on one engine at once, each into its own directory: the
+    engine's batches hold all of their work (`generate_together`). They must share the
+    sampling settings and the heads switched off. Returns their stores."""
+    if len({config.ablation for config, _ in runs}) > 1:
+        raise SeqparError("runs generated together must switch off the same heads")
+    with ExitStack() as stack:
+        generations, stores = [], []
+        for config, out in runs:
+            task = config.build_task(data_dir)
+            problems = select(task.load(), config.task.limit)
+            store = RunStore(out)
+            store.check_compatible(identity(config, task), stored_identity)
+            generation = prepare_generation(config, engine, task, store, progress)
+            described = engine.describe()
+            stack.enter_context(
+                opened(config, store, task, problems, described, data_dir, generation.clock)
+            )
+            generations.append((generation, problems))
+            stores.append(store)
+        generate_together(generations)
+    return stores
+
+
+def identity(config: RunConfig, task: Task) -> dict[str, Any]:
+    """What a run directory must match to be resumed: configuration and task data."""
+    return {"config": config.to_json(), "task": task.describe()}
+
+
+@contextmanager
+def opened(
+    config: RunConfig,
+    store: RunStore,
+    task: Task,
+    problems: Sequence[Problem],
+    described: Mapping[str, Any],
+    data_dir: str | Path | None,
+    clock: Clock,
+    workers: int | None = None,
+) -> Iterator[None]:
+    """Hold `store`'s lock with its manifest written (the model's hash now part of the
+    identity) while its samples are generated; the session's times are recorded at the end,
+    an interrupted session's too. `workers`: the Ray executor's, None for local."""
+    full = {**identity(config, task), "model_sha256": described["model_sha256"]}
     with store.locked():
-        store.check_compatible(identity, stored_identity)
+        store.check_compatible(full, stored_identity)
         store.create(
             {
-                "identity": identity,
-                "engine": described,
-                "executor": {"name": executor, "workers": workers if executor == "ray" else 1},
+                "identity": full,
+                "engine": dict(described),
+                "executor": {"name": "ray", "workers": workers}
+                if workers
+                else {"name": "local", "workers": 1},
                 "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
                 "problem_ids": [p.id for p in problems],
                 "versions": package_versions(),
@@ -112,11 +167,10 @@ def execute(
             }
         )
         try:
-            generate(problems)
-        finally:  # an interrupted session's time counts too
+            yield
+        finally:
             if (times := clock.record()) is not None:
                 store.append_session(times)
-    return store
 
 
 def regrade(store: RunStore, data_dir: str | Path | None = None, progress: bool = True) -> int:

@@ -13,7 +13,7 @@ import asyncio
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
@@ -135,6 +135,11 @@ class Generation:
     accepted: defaultdict[str, list[Sample]] = field(default_factory=lambda: defaultdict(list))
 
     def run(self, problems: list[Problem]) -> None:
+        """Generate every missing sample of `problems` (this generation alone on its engine)."""
+        generate_together([(self, problems)])
+
+    def load_stored(self) -> None:
+        """Take what the store holds: stored slots, redraw counts, accepted samples."""
         for sample in self.store.samples():
             if sample.status == "rejected":
                 self.attempts[sample.key] += 1
@@ -142,10 +147,11 @@ class Generation:
             self.stored[sample.key] = sample
             if sample.status == "ok":
                 self.accepted[sample.problem_id].append(sample)
+
+    def batches(self, problems: list[Problem]) -> Iterator[Batch]:
+        """The engine calls of a batching engine, round after round: each batch holds one
+        round's missing slots (or its redraws) and must be accepted before the next one."""
         prompts = {p.id: self.task.prompt(p) for p in problems}
-        if isinstance(self.engine, ConcurrentEngine) and self.strategy.rounds > 1:
-            asyncio.run(self.run_chains(problems, prompts))
-            return
         for round_ in range(1, self.strategy.rounds + 1):
             slots = [
                 (problem, chain, messages)
@@ -153,8 +159,9 @@ class Generation:
                 for chain in range(self.strategy.chains)
                 if (messages := self.open_slot(problem, prompts[problem.id], chain, round_))
             ]
-            while slots:
-                slots = self.draw(slots, round_)
+            while slots and (batch := self.prepare(slots, round_)) is not None:
+                yield batch
+                slots = batch.again
 
     def open_slot(
         self, problem: Problem, prompt: str, chain: int, round_: int
@@ -170,15 +177,14 @@ class Generation:
         previous = [Attempt(h.text, h.feedback) for h in history if h is not None]
         return self.strategy.messages(problem, prompt, previous, round_)
 
-    async def run_chains(self, problems: list[Problem], prompts: dict[str, str]) -> None:
+    async def run_chains(self, problems: list[Problem], in_flight: asyncio.Semaphore) -> None:
         """Every chain on its own: round r+1 is requested as soon as round r is graded, so a
         server's batch stays full while slow chains finish. A round waits only for the
-        rounds it reads (hybrid chains read chain 0); up to `max_in_flight` chains at once."""
-        assert isinstance(self.engine, ConcurrentEngine)
-        # Chains, not requests, hold the slots: a chain keeps its slot between rounds, so a
-        # one-slot engine runs chain after chain and keeps each chain's prefix in its cache.
-        # Chains start in order, so a hybrid chain waiting on chain 0 never blocks it.
-        in_flight = asyncio.Semaphore(self.engine.max_in_flight)
+        rounds it reads (hybrid chains read chain 0). A chain holds one of `in_flight`'s
+        slots (shared by the generations decoded together) from its first round to its last:
+        a one-slot engine runs chain after chain and keeps each chain's prefix in its cache.
+        Chains start in order, so a hybrid chain waiting on chain 0 never blocks it."""
+        prompts = {p.id: self.task.prompt(p) for p in problems}
         done: defaultdict[tuple[str, int, int], asyncio.Event] = defaultdict(asyncio.Event)
         bar = self.progress_bar(problems)
 
@@ -247,10 +253,11 @@ class Generation:
             grade = grade_safely(self.task, problem, completion.text)
         self.store.append([self.judge(problem, chain, round_, completion, grade)])
 
-    def draw(
+    def prepare(
         self, slots: list[tuple[Problem, int, tuple[Message, ...]]], round_: int
-    ) -> list[tuple[Problem, int, tuple[Message, ...]]]:
-        """Generate, grade and store one draw per slot; return the slots to draw again."""
+    ) -> Batch | None:
+        """One engine call's requests for `slots` (slots with the same messages share a
+        request); slots whose prompt leaves no room are stored as skipped. None: none left."""
         groups: dict[tuple[Message, ...], list[tuple[Problem, int]]] = {}
         for problem, chain, messages in slots:
             groups.setdefault(messages, []).append((problem, chain))
@@ -266,7 +273,7 @@ class Generation:
         self.store.append(skipped)
         self.stored.update((s.key, s) for s in skipped)
         if not requests:
-            return []
+            return None
         redraws = sum(self.attempts[(p.id, c, round_)] > 0 for m in owners for p, c in m)
         print(
             f"{self.strategy.name}: round {round_}/{self.strategy.rounds}, "
@@ -274,42 +281,7 @@ class Generation:
             + (f" ({redraws} redrawn as duplicates)" if redraws else ""),
             file=sys.stderr,
         )
-        again = []
-        for index, completions in self.timed(self.engine.generate(requests, self.sampling)):
-            self.generated += sum(c.completion_tokens for c in completions)
-            samples = []
-            for (problem, chain), completion in zip(owners[index], completions, strict=True):
-                grade = grade_safely(self.task, problem, completion.text)
-                sample = self.judge(problem, chain, round_, completion, grade)
-                samples.append(sample)
-                if sample.status == "rejected":
-                    again.append((problem, chain, requests[index].messages))
-            self.store.append(samples)
-        return again
-
-    def timed(self, results: Iterator[T]) -> Iterator[T]:
-        """`results` of one engine call, timed on `clock`. A batching engine works only while
-        asked for its next result, not while this generation grades and stores the last one;
-        a concurrent engine keeps working in between, so it is busy until its last result."""
-        if isinstance(self.engine, ConcurrentEngine):
-            self.clock.sent()
-            try:
-                yield from results
-            finally:
-                self.clock.back()
-            return
-        while True:
-            self.clock.sent()
-            try:
-                result = next(results)
-            except StopIteration:
-                self.clock.back(completed=False)
-                return
-            except BaseException:
-                self.clock.back()
-                raise
-            self.clock.back()
-            yield result
+        return Batch(self, round_, requests, owners)
 
     def overflow(self, messages: tuple[Message, ...]) -> tuple[int, str]:
         """The prompt's length, and why it cannot be sent ("" when it leaves room)."""
@@ -345,6 +317,97 @@ class Generation:
         self.stored[key] = sample
         self.accepted[problem.id].append(sample)
         return sample
+
+
+@dataclass
+class Batch:
+    """One round's requests of one generation, and the slots to draw again once accepted."""
+
+    generation: Generation
+    round: int
+    requests: list[Request]
+    owners: list[list[tuple[Problem, int]]]  # the (problem, chain) slots of each request
+    again: list[tuple[Problem, int, tuple[Message, ...]]] = field(default_factory=list)
+
+    def accept(self, index: int, completions: list[Completion]) -> None:
+        """Grade and store the completions of request `index`; rejected draws go to `again`."""
+        generation = self.generation
+        generation.generated += sum(c.completion_tokens for c in completions)
+        samples = []
+        for (problem, chain), completion in zip(self.owners[index], completions, strict=True):
+            grade = grade_safely(generation.task, problem, completion.text)
+            sample = generation.judge(problem, chain, self.round, completion, grade)
+            samples.append(sample)
+            if sample.status == "rejected":
+                self.again.append((problem, chain, self.requests[index].messages))
+        generation.store.append(samples)
+
+
+def generate_together(generations: Sequence[tuple[Generation, list[Problem]]]) -> None:
+    """Fill generations that share one engine and sampling settings at once, so the engine's
+    batch holds all their work: a batching engine gets every generation's next round in one
+    call; a concurrent engine gets every chain of every generation under one in-flight limit
+    (a lone one-round generation goes to it in one call). One generation alone runs the same
+    way."""
+    engine, sampling = generations[0][0].engine, generations[0][0].sampling
+    if any(g.engine is not engine or g.sampling != sampling for g, _ in generations):
+        raise SeqparError("runs generated together must share one engine and sampling settings")
+    for generation, _ in generations:
+        generation.load_stored()
+    chained = len(generations) > 1 or generations[0][0].strategy.rounds > 1
+    if isinstance(engine, ConcurrentEngine) and chained:
+
+        async def every_chain() -> None:
+            in_flight = asyncio.Semaphore(engine.max_in_flight)
+            await asyncio.gather(*(g.run_chains(p, in_flight) for g, p in generations))
+
+        asyncio.run(every_chain())
+        return
+    cursors = [g.batches(p) for g, p in generations]
+    current = [(cursor, batch) for cursor in cursors if (batch := next(cursor, None))]
+    while current:
+        owners = [(batch, i) for _, batch in current for i in range(len(batch.requests))]
+        requests = [request for _, batch in current for request in batch.requests]
+        clocks = [batch.generation.clock for _, batch in current]
+        for index, completions in timed(engine, engine.generate(requests, sampling), clocks):
+            batch, own_index = owners[index]
+            batch.accept(own_index, completions)
+        current = [(cursor, batch) for cursor, _ in current if (batch := next(cursor, None))]
+
+
+def timed(engine: Engine, results: Iterator[T], clocks: Sequence[Clock]) -> Iterator[T]:
+    """`results` of one engine call, timed on the clock of every generation it serves. A
+    batching engine works only while asked for its next result, not while results are
+    graded and stored; a concurrent engine keeps working in between, so it is busy until its
+    last result."""
+
+    def sent() -> None:
+        for clock in clocks:
+            clock.sent()
+
+    def back(completed: bool = True) -> None:
+        for clock in clocks:
+            clock.back(completed)
+
+    if isinstance(engine, ConcurrentEngine):
+        sent()
+        try:
+            yield from results
+        finally:
+            back()
+        return
+    while True:
+        sent()
+        try:
+            result = next(results)
+        except StopIteration:
+            back(completed=False)
+            return
+        except BaseException:
+            back()
+            raise
+        back()
+        yield result
 
 
 def record(

@@ -16,6 +16,8 @@ The plan (all runs share the model, task, problems, N and sampling settings):
   K induction heads switched off, and with K random other heads switched off (control).
 
 Each run is an ordinary run directory under the study directory, so the study resumes.
+The engine generates the plan in stages (`stages`), the runs of a stage together, so its
+batches hold rows of every run at once.
 The analysis plan (`AnalysisPlan`: the equivalence margin, the pre-declared k of H3, the
 long pad scale) is written to study.json before the first sample and cannot change after.
 """
@@ -42,7 +44,7 @@ from seqpar.config import RunConfig, current_format
 from seqpar.engines import Engine, HeadAblating
 from seqpar.errors import SeqparError
 from seqpar.registry import load_engine
-from seqpar.run import execute
+from seqpar.run import execute_together
 from seqpar.specs import HybridSpec, PaddedSpec, ParallelSpec, SequentialSpec
 from seqpar.store import RunStore, write_atomic
 from seqpar.tasks import select
@@ -87,6 +89,17 @@ def plan(
         for name, config in ((roles.PARALLEL, base), (roles.SEQUENTIAL, chained)):
             runs.append(PlannedRun(roles.rejecting(name), replace(config, novelty=rejecting), n))
     return runs
+
+
+def stages(runs: Sequence[PlannedRun]) -> list[list[PlannedRun]]:
+    """The plan in stages, each stage's runs generated together: first every run without
+    head ablation that reads no other run; then the padded runs, which match the finished
+    sequential run's prompt lengths; then each ablation run alone (it changes the model)."""
+    plain = [r for r in runs if not r.config.ablation.heads]
+    independent = [r for r in plain if not isinstance(r.config.strategy, PaddedSpec)]
+    padded = [r for r in plain if isinstance(r.config.strategy, PaddedSpec)]
+    ablated = [[r] for r in runs if r.config.ablation.heads]
+    return [step for step in (independent, padded) if step] + ablated
 
 
 def random_heads(
@@ -162,10 +175,13 @@ def run_study(
     analysis: AnalysisPlan | None = None,
     progress: bool = True,
     chains: int = 1,
+    together: bool = True,
 ) -> Path | None:
     """Run (or resume) every planned run, then write report.md and report.html.
     With `dry_run`, print the plan, a time estimate and the smallest effects the planned
-    size can detect instead. `analysis` defaults to margin 0.1 and H3's k = N/2."""
+    size can detect instead. `analysis` defaults to margin 0.1 and H3's k = N/2. Runs that
+    do not depend on each other are generated together (`stages`) unless `together` is
+    False, when they run one after another."""
     out = Path(out)
     analysis = analysis or AnalysisPlan(hybrid_k=default_hybrid_k(base.n))
     task = base.build_task(data_dir)
@@ -216,14 +232,17 @@ def run_study(
     write_atomic(out / roles.PLAN_FILE, json.dumps(record, indent=2) + "\n")
     planned = sum(r.slots_per_problem for r in runs) * problems
     started, generated_before = time.perf_counter(), stored_slots(out, runs)
-    for index, run in enumerate(runs, 1):
+    steps = stages(runs) if together else [[run] for run in runs]
+    for index, step in enumerate(steps, 1):
         done = stored_slots(out, runs)
         print(
-            f"study: run {index}/{len(runs)}: {run.name} · "
+            f"study: step {index}/{len(steps)}: {', '.join(r.name for r in step)} · "
             + eta(done, planned, done - generated_before, time.perf_counter() - started),
             file=sys.stderr,
         )
-        execute(run.config, out / run.name, data_dir=data_dir, engine=engine, progress=progress)
+        execute_together(
+            [(r.config, out / r.name) for r in step], engine, data_dir=data_dir, progress=progress
+        )
     from seqpar.report.study import write_study_report
 
     tokenizer = getattr(engine, "tokenizer", None)

@@ -101,6 +101,10 @@ class HFEngine:
         tokenizer = AutoTokenizer.from_pretrained(local.path)
         network = AutoModelForCausalLM.from_pretrained(local.path, dtype=getattr(torch, dtype))
         network.to(device).eval()
+        if device == "cpu":
+            from seqpar.engines.cpu_attention import install
+
+            install(network)
         return cls(network, tokenizer, local, **options)
 
     def ablate(self, heads: Sequence[tuple[int, int]], mode: str = "zero") -> None:

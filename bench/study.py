@@ -1,9 +1,11 @@
 """The same study plan on several arms, side by side: wall time, tokens, seeds.
 
-    .venv/bin/python bench/study.py --arms hf:one-by-one hf llama-server --limit 4 --n 2
+    .venv/bin/python bench/study.py --arms hf:one-by-one+sdpa hf --limit 12 --n 4
 
-An arm is an engine, and `:one-by-one` runs the plan's runs one after another (seqpar before
-the study generated independent runs together). Each arm runs the whole plan of `seqpar
+An arm is an engine with modifiers: `one-by-one` runs the plan's runs one after another
+(instead of the independent ones together), `sdpa` decodes with transformers' plain sdpa
+attention (instead of `seqpar.engines.cpu_attention`); `hf:one-by-one+sdpa` is seqpar's hf
+path before both. Each arm runs the whole plan of `seqpar
 study` (default model, arith) into its own fresh directory; the table gives wall time end
 to end (engine start included), generated tokens, the sum of the runs' recorded elapsed
 time, and each arm's wall time relative to the first. Seeds are compared run by run: every
@@ -16,11 +18,14 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from seqpar import roles
 from seqpar.config import RunConfig
-from seqpar.report.summary import Summary, summarize
+from seqpar.engines import cpu_attention
+from seqpar.report.summary import RunSummary, summarize
 from seqpar.sampling import SamplingParams
 from seqpar.specs import DEFAULT_MODEL, ParallelSpec, TaskSpec
 from seqpar.study import run_study
@@ -28,7 +33,7 @@ from seqpar.study import run_study
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arms", nargs="+", default=["hf:one-by-one", "hf"])
+    parser.add_argument("--arms", nargs="+", default=["hf:one-by-one+sdpa", "hf"])
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--limit", type=int, default=4)
     parser.add_argument("--n", type=int, default=2)
@@ -39,8 +44,9 @@ def main() -> None:
     rows, seeds, rates = [], {}, {}
     for arm in args.arms:
         engine, _, how = arm.partition(":")
-        if how not in ("", "one-by-one"):
-            parser.error(f"unknown arm {arm!r}; write ENGINE or ENGINE:one-by-one")
+        modifiers = set(how.split("+")) - {""}
+        if modifiers - {"one-by-one", "sdpa"}:
+            parser.error(f"unknown arm {arm!r}; write ENGINE[:one-by-one][+sdpa]")
         config = RunConfig(
             model=args.model,
             engine=engine,
@@ -54,7 +60,14 @@ def main() -> None:
         }
         out = Path(tempfile.mkdtemp(prefix=f"bench-study-{engine}-"))
         start = time.perf_counter()
-        run_study(config, out, engine_options=options, progress=args.progress, together=how == "")
+        with plain_sdpa(active="sdpa" in modifiers):
+            run_study(
+                config,
+                out,
+                engine_options=options,
+                progress=args.progress,
+                together="one-by-one" not in modifiers,
+            )
         wall = time.perf_counter() - start
         names = json.loads((out / "study.json").read_text())["runs"]
         summaries = [summarize(str(out / name)) for name in names]
@@ -91,8 +104,11 @@ def main() -> None:
     print(f"\nsame seeds in every run of every arm: {same}\n")
     for arm in args.arms:
         engine, _, how = arm.partition(":")
-        alone = rates.get(f"{engine}:one-by-one")
-        if how:  # its runs ran alone: their own rates mean something
+        alone = next(
+            (rates[a] for a in args.arms if a.startswith(f"{engine}:") and "one-by-one" in a),
+            None,
+        )
+        if "one-by-one" in how:  # its runs ran alone: their own rates mean something
             par, seq = rates[arm][roles.PARALLEL], rates[arm][roles.SEQUENTIAL]
             print(
                 f"{arm}: parallel alone {par:.1f} tok/s, sequential alone {seq:.1f} tok/s: "
@@ -102,11 +118,26 @@ def main() -> None:
             study = rates[arm]["study"]
             print(
                 f"{arm}: the whole study {study:.1f} tok/s = {study / alone[roles.PARALLEL]:.0%} "
-                f"of the parallel run alone on {engine} (the engine batched on these prompts)"
+                f"of the parallel run alone on {engine} (the engine batched on these prompts; "
+                "short prompts, so the attention fix barely changes it)"
             )
 
 
-def rate(summary: Summary) -> float:
+@contextmanager
+def plain_sdpa(active: bool) -> Iterator[None]:
+    """While active, the hf engine keeps transformers' sdpa attention on CPU."""
+    if not active:
+        yield
+        return
+    install = cpu_attention.install
+    cpu_attention.install = lambda model: None
+    try:
+        yield
+    finally:
+        cpu_attention.install = install
+
+
+def rate(summary: RunSummary) -> float:
     """A run's generated tokens per second of its recorded elapsed time."""
     return summary.generated_tokens / (summary.elapsed_s or float("nan"))
 

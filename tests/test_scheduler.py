@@ -320,6 +320,16 @@ def test_a_batching_engine_gets_every_runs_round_in_one_call():
     assert [sum(len(r.seeds) for r in call) for call in engine.calls] == [9 + 6 + 3, 6 + 3, 6 + 9]
 
 
+def test_a_parallel_run_sends_the_same_requests_together_as_alone():
+    """A server may draw a request's N seeds in one call (n > 1): a parallel run generated
+    together with other runs must still send one request per problem with its N seeds."""
+    engine = ConcurrentEngine(max_in_flight=2)
+    generate_together(generations_of(engine, [MemoryStore([]) for _ in TOGETHER]))
+    whole = [request for event, request in engine.log if event == "start"]
+    # parallel: 3 problems × one 3-seed request; chains (hybrid's too) draw one seed each
+    assert sorted(len(r.seeds) for r in whole if len(r.seeds) > 1) == [3, 3, 3]
+
+
 def test_runs_generated_together_share_one_in_flight_limit():
     engine = ConcurrentEngine(max_in_flight=2)
     strategies = (SequentialSpec(3, chains=2), SequentialSpec(2, chains=2))
@@ -346,6 +356,7 @@ def test_runs_with_other_sampling_settings_are_not_generated_together():
 
 
 def test_runs_interrupted_together_resume_together_with_nothing_lost_or_doubled(tmp_path):
+    from seqpar.report.summary import markdown, summarize
     from seqpar.run import execute_together
 
     class Dying(BatchedEngine):
@@ -377,4 +388,8 @@ def test_runs_interrupted_together_resume_together_with_nothing_lost_or_doubled(
         for (_, done), (_, resumed), resumed_some in zip(whole, runs, unfinished, strict=True):
             assert drawn(RunStore(resumed).samples()) == drawn(RunStore(done).samples())
             # the killed session counts; the resumed one only where it generated something
-            assert len(RunStore(resumed).sessions()) == 1 + resumed_some
+            sessions = RunStore(resumed).sessions()
+            assert len(sessions) == 1 + resumed_some
+            # the killed session was generated with the two other runs
+            assert sessions[0]["shared_with_runs"] == 2
+    assert "generated together with other runs" in markdown([summarize(str(runs[0][1]))])

@@ -81,12 +81,12 @@ def execute(
     """Run (or resume) `config` into the directory `out`; returns its store. With
     `executor="ray"`, problems are spread over `workers` Ray actors, one engine each."""
     task = config.build_task(data_dir)
+    problems = select(task.load(), config.task.limit)  # missing data: a clear error first
     store = RunStore(out)
     store.check_compatible(identity(config, task), stored_identity)  # before loading a model
     if executor == "ray":
         from seqpar.distributed import RayPool
 
-        problems = select(task.load(), config.task.limit)
         pool = RayPool(config, data_dir, dict(engine_options or {}), workers)
         clock = Clock()
         with opened(config, store, task, problems, pool.describe(), data_dir, clock, workers):
@@ -119,6 +119,7 @@ def execute_together(
             store = RunStore(out)
             store.check_compatible(identity(config, task), stored_identity)
             generation = prepare_generation(config, engine, task, store, progress)
+            generation.clock.shared_with = len(runs) - 1
             described = engine.describe()
             stack.enter_context(
                 opened(config, store, task, problems, described, data_dir, generation.clock)

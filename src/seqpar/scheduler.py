@@ -64,6 +64,7 @@ class Clock:
     busy: float = 0.0
     in_flight: int = 0
     since: float = 0.0
+    shared_with: int = 0  # other runs generated together: their rows were in the same calls
 
     def sent(self) -> None:
         now = time.perf_counter()
@@ -81,12 +82,13 @@ class Clock:
         if not self.in_flight:
             self.busy += now - self.since
 
-    def record(self) -> dict[str, float] | None:
+    def record(self) -> dict[str, float | int] | None:
         """This session's times as `RunStore.append_session` stores them; None when it sent
         nothing (a resumed run that was complete)."""
         if self.first is None or self.last is None:
             return None
-        return {"elapsed_s": self.last - self.first, "engine_busy_s": self.busy}
+        times = {"elapsed_s": self.last - self.first, "engine_busy_s": self.busy}
+        return times | ({"shared_with_runs": self.shared_with} if self.shared_with else {})
 
 
 class SampleStore(Protocol):
@@ -346,23 +348,28 @@ class Batch:
 def generate_together(generations: Sequence[tuple[Generation, list[Problem]]]) -> None:
     """Fill generations that share one engine and sampling settings at once, so the engine's
     batch holds all their work: a batching engine gets every generation's next round in one
-    call; a concurrent engine gets every chain of every generation under one in-flight limit
-    (a lone one-round generation goes to it in one call). One generation alone runs the same
-    way."""
+    call; a concurrent engine gets every chain of the multi-round generations under one
+    in-flight limit (one-round generations then send their requests as they do alone).
+    One generation alone runs the same way."""
+    if not generations:
+        return
     engine, sampling = generations[0][0].engine, generations[0][0].sampling
     if any(g.engine is not engine or g.sampling != sampling for g, _ in generations):
         raise SeqparError("runs generated together must share one engine and sampling settings")
     for generation, _ in generations:
         generation.load_stored()
-    chained = len(generations) > 1 or generations[0][0].strategy.rounds > 1
-    if isinstance(engine, ConcurrentEngine) and chained:
+    if isinstance(engine, ConcurrentEngine):
+        # One-round generations keep their requests whole (N seeds of a problem in one, for
+        # servers that take n > 1), so their samples are those they draw alone.
+        chained = [(g, p) for g, p in generations if g.strategy.rounds > 1]
+        generations = [(g, p) for g, p in generations if g.strategy.rounds == 1]
+        if chained:
 
-        async def every_chain() -> None:
-            in_flight = asyncio.Semaphore(engine.max_in_flight)
-            await asyncio.gather(*(g.run_chains(p, in_flight) for g, p in generations))
+            async def every_chain() -> None:
+                in_flight = asyncio.Semaphore(engine.max_in_flight)
+                await asyncio.gather(*(g.run_chains(p, in_flight) for g, p in chained))
 
-        asyncio.run(every_chain())
-        return
+            asyncio.run(every_chain())
     cursors = [g.batches(p) for g, p in generations]
     current = [(cursor, batch) for cursor in cursors if (batch := next(cursor, None))]
     while current:

@@ -26,14 +26,20 @@ def attention(
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if attention_mask is None and query.shape[2] == 1 and query.device.type == "cpu":
-        attention_mask = torch.ones((1, 1, 1, key.shape[2]), dtype=torch.bool)
+        attention_mask = torch.ones((1, 1, 1, key.shape[2]), dtype=torch.bool, device=key.device)
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
 
 def install(model: Any) -> None:
-    """Make `model` attend with `attention`, its masks built as sdpa's are."""
+    """Make `model` attend with `attention`, its masks built as sdpa's are. Only where
+    transformers' sdpa packs one query's heads (`pack_gqa`): elsewhere a mask makes sdpa copy
+    the key/value heads, which this was not measured against."""
     from transformers import AttentionInterface
+    from transformers.integrations import sdpa_attention
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    if not hasattr(sdpa_attention, "pack_gqa"):
+        return
 
     AttentionInterface.register(NAME, attention)
     AttentionMaskInterface.register(NAME, sdpa_mask)

@@ -38,6 +38,7 @@ class RunSummary:
     elapsed_s: float | None = None
     engine_busy_s: float | None = None  # time with some request in flight, summed likewise
     sessions: int = 0
+    shared: bool = False  # some session generated it together with other runs
     reject: str = "none"  # --reject mode; with one, accuracy is over first-k accepted draws
 
     @property
@@ -76,6 +77,7 @@ def summarize(path: str) -> RunSummary:
         elapsed_s=sum(t["elapsed_s"] for t in run.sessions) if run.sessions else None,
         engine_busy_s=sum(t["engine_busy_s"] for t in run.sessions) if run.sessions else None,
         sessions=len(run.sessions),
+        shared=any(t.get("shared_with_runs") for t in run.sessions),
         grading_timeouts=sum(s.grade_reason == GRADE_TIMED_OUT for s in draws),
         harness_errors=sum(s.grade_reason.startswith(HARNESS_ERROR) for s in draws),
         reject=config.novelty.mode,
@@ -91,7 +93,12 @@ def time_spent(s: RunSummary) -> str:
             f"{s.wall_time_s:.1f} s)"
         )
     sessions = f" over {s.sessions} sessions" if s.sessions > 1 else ""
-    return f"elapsed {s.elapsed_s:.1f} s, engine busy {s.engine_busy_s:.1f} s{sessions}"
+    shared = (
+        " (generated together with other runs: those times include their rows; compare tokens)"
+        if s.shared
+        else ""
+    )
+    return f"elapsed {s.elapsed_s:.1f} s, engine busy {s.engine_busy_s:.1f} s{sessions}{shared}"
 
 
 def markdown(summaries: Sequence[RunSummary]) -> str:

@@ -49,11 +49,8 @@ def report(root: Path, run: str) -> dict:
     """The numbers `seqpar report --json` gave when the run was written; the times seqpar
     records since are absent (None) for such runs."""
     summary = {**summarize(str(root / run)).to_json(), "run": run}
-    assert (summary.pop("elapsed_s"), summary.pop("engine_busy_s"), summary.pop("sessions")) == (
-        None,
-        None,
-        0,
-    )
+    since = ("elapsed_s", "engine_busy_s", "sessions", "shared")
+    assert [summary.pop(key) for key in since] == [None, None, 0, False]
     return summary
 
 

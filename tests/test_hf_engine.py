@@ -48,6 +48,15 @@ def test_n_without_seeds_and_stop_strings(small_engine):
     assert all("\n" not in c.text for c in out[0])
 
 
+def test_batch_limits_default_to_the_device_and_keep_what_is_given(small_engine):
+    from seqpar.engines.hf import HFEngine
+
+    assert (small_engine.token_budget, small_engine.max_batch) == (65536, 128)  # CPU
+    given = HFEngine(small_engine.model, small_engine.tokenizer, small_engine.local,
+                     token_budget=1000, max_batch=3)  # fmt: skip
+    assert (given.token_budget, given.max_batch) == (1000, 3)
+
+
 def test_context_length_cap(small_engine):
     assert small_engine.context_length == 8192
     small_engine.max_context = 100

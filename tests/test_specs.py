@@ -194,8 +194,8 @@ def test_the_command_line_reads_its_choices_and_settings_from_the_registry():
     assert config.novelty.mode == "answer"
     assert cli.engine_options(args) == {
         "device": "auto",
-        "token_budget": 32768,
-        "max_batch": 64,
+        "token_budget": None,  # the engine's default for its device
+        "max_batch": None,
         "max_context": None,
         "progress": True,
     }

@@ -36,10 +36,16 @@ def add_run_options(parser: argparse.ArgumentParser, *, demo: bool = False) -> N
     model.add_argument(
         "--token-budget",
         type=int,
-        default=32768,
-        help="max padded tokens (prompt + max-tokens) per batch (default: 32768)",
+        default=None,
+        help="hf: max padded tokens (prompt + max-tokens) per batch (default: 65536 on CPU, "
+        "32768 on GPUs)",
     )
-    model.add_argument("--max-batch", type=int, default=64, help="max rows per batch (default: 64)")
+    model.add_argument(
+        "--max-batch",
+        type=int,
+        default=None,
+        help="hf: max rows per batch (default: 128 on CPU, 64 on GPUs)",
+    )
     model.add_argument(
         "--max-context",
         type=int,

@@ -184,8 +184,8 @@ class HFEngineSpec:
 
     device: str = "auto"
     dtype: str = "auto"  # auto: bfloat16 on GPUs and CPUs that have it, else float32
-    token_budget: int = 32768  # padded tokens (prompt + max_tokens) per batch
-    max_batch: int = 64
+    token_budget: int | None = None  # padded tokens (prompt + max_tokens) per batch
+    max_batch: int | None = None  # None: the engine's default for its device
     max_context: int | None = None
     progress: bool = True
 

@@ -60,16 +60,20 @@ class HFEngine:
         tokenizer: Any,
         local: LocalModel,
         *,
-        token_budget: int = 32768,
-        max_batch: int = 64,
+        token_budget: int | None = None,
+        max_batch: int | None = None,
         max_context: int | None = None,
         progress: bool = True,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.local = local
-        self.token_budget = token_budget
-        self.max_batch = max_batch
+        # Host memory is plentiful next to a GPU's, and a merged round (several runs at once)
+        # that spills into a second batch costs a second pass of decode steps: on CPU a
+        # 72-row call took 80 s in one batch vs 93 s as 64 + 8 (bench/batch_size.py).
+        on_cpu = next(model.parameters()).device.type == "cpu"
+        self.token_budget = token_budget or (65536 if on_cpu else 32768)
+        self.max_batch = max_batch or (128 if on_cpu else 64)
         self.max_context = max_context
         self.progress = progress
         self.ablation: Any = None

@@ -57,6 +57,29 @@ def test_foreign_nonempty_directory_is_refused(tmp_path):
         RunStore(tmp_path).check_compatible({})
 
 
+def test_a_manifest_write_cut_short_by_a_kill_does_not_block_the_rerun(tmp_path, monkeypatch):
+    from seqpar import store as module
+
+    store = RunStore(tmp_path / "run")
+
+    def killed(source, target):  # the file is written and synced, then the process dies
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt), store.locked():
+        store.create({"identity": {"config": {"n": 2}}})
+    monkeypatch.undo()
+    assert not store.exists() and len(list(store.path.iterdir())) == 2  # lock and partial
+    store.check_compatible({"config": {"n": 2}})  # the re-run is not refused
+    with store.locked():
+        store.create({"identity": {"config": {"n": 2}}})
+    assert sorted(p.name for p in store.path.iterdir()) == [".lock", "manifest.json"]
+    (store.path.parent / "other").mkdir()
+    (store.path.parent / "other" / "manifest.json.partial").write_text("{}")  # not ours
+    with pytest.raises(SeqparError, match="not a seqpar run"):
+        RunStore(store.path.parent / "other").check_compatible({})
+
+
 def test_regrades_override_stored_grades(tmp_path):
     store = RunStore(tmp_path)
     store.create({"identity": {}})

@@ -34,13 +34,29 @@ SESSIONS = "sessions.jsonl"
 LOCK = ".lock"
 
 
+PARTIAL = ".partial"  # suffix of a file being written; a kill can leave one behind
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Replace `path` with `text` so that readers see the old or the new file, never half."""
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, encoding="utf-8") as f:
+    with tempfile.NamedTemporaryFile(
+        "w",
+        dir=path.parent,
+        prefix=f".{path.name}.",
+        suffix=PARTIAL,
+        delete=False,
+        encoding="utf-8",
+    ) as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(f.name, path)
+
+
+def ours(name: str) -> bool:
+    """Whether a file in a run directory without a manifest is seqpar's: its lock, or a
+    write cut short before the manifest existed."""
+    return name == LOCK or (name.startswith(".") and name.endswith(PARTIAL))
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -96,7 +112,7 @@ class RunStore:
         """Refuse to resume a run whose identity (config, task data, model) differs;
         `stored` reads the identity out of the existing manifest."""
         if not self.exists():
-            if self.path.exists() and any(p.name != LOCK for p in self.path.iterdir()):
+            if self.path.exists() and any(not ours(p.name) for p in self.path.iterdir()):
                 raise SeqparError(
                     f"{self.path} exists, is not empty and is not a seqpar run; "
                     "choose another --out directory"
@@ -138,8 +154,11 @@ class RunStore:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def create(self, manifest: Mapping[str, Any]) -> None:
-        """Write the manifest (first time only) and make sure samples.jsonl is whole."""
+        """Write the manifest (first time only) and make sure samples.jsonl is whole; files a
+        killed write left behind are removed (the caller holds the lock)."""
         self.path.mkdir(parents=True, exist_ok=True)
+        for leftover in self.path.glob(f".*{PARTIAL}"):
+            leftover.unlink()
         if not self.exists():
             write_atomic(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         self.repair()

@@ -10,12 +10,12 @@ Both arms sample the same arith prompts with the same per-row seeds.
 from __future__ import annotations
 
 import argparse
-import time
 
-from seqpar.registry import get_task, load_engine
+from generation import arith_requests, throughput
+
+from seqpar.registry import load_engine
 from seqpar.sampling import SamplingParams
 from seqpar.specs import DEFAULT_MODEL
-from seqpar.types import Message, Request
 
 LIMITS = ((64, 32768), (128, 65536))  # (max_batch, token_budget): GPU and CPU defaults
 
@@ -27,22 +27,16 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=300)
     args = parser.parse_args()
     engine = load_engine("hf", args.model, {"progress": False})
-    task = get_task("arith")
-    problems = task.load()[: args.rows]
-    requests = [Request((Message("user", task.prompt(p)),), (i,)) for i, p in enumerate(problems)]
+    requests = arith_requests(args.rows)
     params = SamplingParams(temperature=0.7, max_tokens=args.max_tokens, seed=0)
     print("| max rows | token budget | seconds | generated tokens | tokens/s |")
     print("|---:|---:|---:|---:|---:|")
     seconds = []
     for max_batch, budget in LIMITS:
         engine.max_batch, engine.token_budget = max_batch, budget
-        start = time.perf_counter()
-        tokens = sum(c.completion_tokens for _, cs in engine.generate(requests, params) for c in cs)
-        seconds.append(time.perf_counter() - start)
-        print(
-            f"| {max_batch} | {budget:,} | {seconds[-1]:.1f} | {tokens:,} | "
-            f"{tokens / seconds[-1]:.1f} |"
-        )
+        tokens, spent = throughput(engine, requests, params, batched=True)
+        seconds.append(spent)
+        print(f"| {max_batch} | {budget:,} | {spent:.1f} | {tokens:,} | {tokens / spent:.1f} |")
     print(f"\nratio (CPU limits / GPU limits, time): {seconds[1] / seconds[0]:.2f}")
 
 

@@ -33,6 +33,14 @@ def throughput(
     return tokens, time.perf_counter() - start
 
 
+def arith_requests(count: int) -> list[Request]:
+    """The first `count` arith prompts, one request each, seeded by position."""
+    task = get_task("arith")
+    return [
+        Request((Message("user", task.prompt(p)),), (i,)) for i, p in enumerate(task.load()[:count])
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=DEFAULT_MODEL)
@@ -41,11 +49,7 @@ def main() -> None:
     args = parser.parse_args()
 
     engine = HFEngine.load(args.model, progress=False, max_batch=max(args.prompts, 16))
-    task = get_task("arith")
-    requests = [
-        Request((Message("user", task.prompt(p)),), (i,))
-        for i, p in enumerate(task.load()[: args.prompts])
-    ]
+    requests = arith_requests(args.prompts)
     params = SamplingParams(temperature=0.7, max_tokens=args.max_tokens)
     throughput(engine, requests[:2], SamplingParams(max_tokens=8), batched=True)  # warm-up
     loop_tokens, loop_s = throughput(engine, requests, params, batched=False)

@@ -358,11 +358,12 @@ def generate_together(generations: Sequence[tuple[Generation, list[Problem]]]) -
         raise SeqparError("runs generated together must share one engine and sampling settings")
     for generation, _ in generations:
         generation.load_stored()
+    batched = list(generations)
     if isinstance(engine, ConcurrentEngine):
         # One-round generations keep their requests whole (N seeds of a problem in one, for
         # servers that take n > 1), so their samples are those they draw alone.
         chained = [(g, p) for g, p in generations if g.strategy.rounds > 1]
-        generations = [(g, p) for g, p in generations if g.strategy.rounds == 1]
+        batched = [(g, p) for g, p in generations if g.strategy.rounds == 1]
         if chained:
 
             async def every_chain() -> None:
@@ -370,7 +371,7 @@ def generate_together(generations: Sequence[tuple[Generation, list[Problem]]]) -
                 await asyncio.gather(*(g.run_chains(p, in_flight) for g, p in chained))
 
             asyncio.run(every_chain())
-    cursors = [g.batches(p) for g, p in generations]
+    cursors = [g.batches(p) for g, p in batched]
     current = [(cursor, batch) for cursor in cursors if (batch := next(cursor, None))]
     while current:
         owners = [(batch, i) for _, batch in current for i in range(len(batch.requests))]

@@ -32,8 +32,6 @@ SAMPLES = "samples.jsonl"
 GRADES = "grades.jsonl"
 SESSIONS = "sessions.jsonl"
 LOCK = ".lock"
-
-
 PARTIAL = ".partial"  # suffix of a file being written; a kill can leave one behind
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from seqpar.engines import derive_seed
-from seqpar.engines.hf import plan_batches, sample_tokens
+from seqpar.engines.hf import sample_tokens
 from seqpar.errors import SeqparError
 from seqpar.sampling import SamplingParams
 
@@ -14,17 +14,6 @@ from seqpar.sampling import SamplingParams
 def test_sampling_params_validation(bad):
     with pytest.raises(SeqparError):
         SamplingParams(**bad)
-
-
-def test_plan_batches_respects_budget_and_groups_lengths():
-    lengths = [10, 500, 12, 480, 11, 490]
-    batches = plan_batches(lengths, max_new=100, token_budget=1800, max_batch=8)
-    assert sorted(i for b in batches for i in b) == list(range(6))
-    for batch in batches:
-        width = max(lengths[i] for i in batch) + 100
-        assert len(batch) * width <= 1800 or len(batch) == 1
-    assert batches[0] == [0, 4, 2]  # the three short prompts together, shortest first
-    assert plan_batches(lengths, 100, 10**9, max_batch=2) == [[0, 4], [2, 3], [5, 1]]
 
 
 def test_sampling_filters():

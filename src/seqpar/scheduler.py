@@ -1,10 +1,10 @@
 """The scheduler: fills a sample store with every missing (problem, chain, round) sample.
 
-With a batching engine (hf), rounds are synchronous across problems: round r of every
-chain is requested in one engine call, so sequential sampling batches as well as parallel.
-With a concurrent engine (servers, llama.cpp), multi-round chains are scheduled each on its
-own instead. Every finished request is graded and appended at once, so an interrupted
-generation resumes from what is stored.
+With a concurrent engine (hf's continuous batching, servers, llama.cpp), every chain is
+scheduled on its own: a round is requested as soon as the rounds it reads are graded, so
+the engine's batch stays full while slow chains finish. An engine that only batches gets
+round r of every chain in one call instead. Every finished request is graded and appended
+at once, so an interrupted generation resumes from what is stored.
 """
 
 from __future__ import annotations
@@ -188,26 +188,28 @@ class Generation:
         Chains start in order, so a hybrid chain waiting on chain 0 never blocks it."""
         prompts = {p.id: self.task.prompt(p) for p in problems}
         done: defaultdict[tuple[str, int, int], asyncio.Event] = defaultdict(asyncio.Event)
+        print(f"{self.strategy.name}: chains scheduled independently", file=sys.stderr)
         bar = self.progress_bar(problems)
 
         async def chain(problem: Problem, chain: int) -> None:
             try:
                 async with in_flight:
-                    await rounds(problem, chain)
+                    await asyncio.gather(
+                        *(one_round(problem, chain, r) for r in range(1, self.strategy.rounds + 1))
+                    )
             finally:  # a failed or ended chain must not leave its readers waiting
                 for round_ in range(1, self.strategy.rounds + 1):
                     done[(problem.id, chain, round_)].set()
 
-        async def rounds(problem: Problem, chain: int) -> None:
-            for round_ in range(1, self.strategy.rounds + 1):
-                for c, r in self.strategy.history(chain, round_) or []:
-                    await done[(problem.id, c, r)].wait()
-                prompt = prompts[problem.id]
-                while messages := self.open_slot(problem, prompt, chain, round_):
-                    await self.draw_one(problem, chain, round_, messages)
-                done[(problem.id, chain, round_)].set()
-                bar.update(1)
-                bar.set_postfix_str(self.throughput())
+        async def one_round(problem: Problem, chain: int, round_: int) -> None:
+            for c, r in self.strategy.history(chain, round_) or []:
+                await done[(problem.id, c, r)].wait()
+            prompt = prompts[problem.id]
+            while messages := self.open_slot(problem, prompt, chain, round_):
+                await self.draw_one(problem, chain, round_, messages)
+            done[(problem.id, chain, round_)].set()
+            bar.update(1)
+            bar.set_postfix_str(self.throughput())
 
         try:
             await asyncio.gather(
@@ -215,6 +217,28 @@ class Generation:
             )
         finally:
             bar.close()
+
+    async def run_requests(self, problems: list[Problem], in_flight: asyncio.Semaphore) -> None:
+        """A one-round generation on a concurrent engine: its requests as they are alone (the
+        samples of a problem in one request), each holding one of `in_flight`'s slots."""
+        bar = self.progress_bar(problems)
+        for batch in self.batches(problems):
+
+            async def one(index: int, batch: Batch = batch) -> None:
+                async with in_flight:
+                    self.clock.sent()
+                    try:
+                        completions = await self.engine.complete(  # type: ignore[attr-defined]
+                            batch.requests[index], self.sampling
+                        )
+                    finally:
+                        self.clock.back()
+                batch.accept(index, completions)
+                bar.update(len(completions))
+                bar.set_postfix_str(self.throughput())
+
+            await asyncio.gather(*(one(i) for i in range(len(batch.requests))))
+        bar.close()
 
     def throughput(self) -> str:
         """Tokens generated so far in this session, and their rate."""
@@ -226,9 +250,6 @@ class Generation:
         from tqdm.auto import tqdm
 
         slots = len(problems) * self.strategy.chains * self.strategy.rounds
-        print(
-            f"{self.strategy.name}: {slots} slots, chains scheduled independently", file=sys.stderr
-        )
         return tqdm(total=slots, desc=self.strategy.name, unit="slot", disable=not self.progress)
 
     async def draw_one(
@@ -249,7 +270,8 @@ class Generation:
         finally:
             self.clock.back()
         self.generated += completion.completion_tokens
-        if self.task.answer_kind == "behaviour":  # the sandbox bounds its own time
+        in_loop = getattr(self.engine, "decodes_in_event_loop", False)
+        if self.task.answer_kind == "behaviour" and not in_loop:  # the sandbox bounds its time
             grade = await asyncio.to_thread(grade_safely, self.task, problem, completion.text)
         else:  # math-verify's time bound (SIGALRM) works in the main thread only
             grade = grade_safely(self.task, problem, completion.text)
@@ -347,10 +369,11 @@ class Batch:
 
 def generate_together(generations: Sequence[tuple[Generation, list[Problem]]]) -> None:
     """Fill generations that share one engine and sampling settings at once, so the engine's
-    batch holds all their work: a batching engine gets every generation's next round in one
-    call; a concurrent engine gets every chain of the multi-round generations under one
-    in-flight limit (one-round generations then send their requests as they do alone).
-    One generation alone runs the same way."""
+    batch holds all their work: a concurrent engine (hf, servers) gets every chain of every
+    generation under one in-flight limit, each round as soon as the rounds it reads are
+    stored, and one-round generations' requests as they send them alone; an engine that
+    only batches gets every generation's next round in one call. One generation alone runs
+    the same way."""
     if not generations:
         return
     engine, sampling = generations[0][0].engine, generations[0][0].sampling
@@ -358,36 +381,37 @@ def generate_together(generations: Sequence[tuple[Generation, list[Problem]]]) -
         raise SeqparError("runs generated together must share one engine and sampling settings")
     for generation, _ in generations:
         generation.load_stored()
-    batched = list(generations)
     if isinstance(engine, ConcurrentEngine):
-        # One-round generations keep their requests whole (N seeds of a problem in one, for
-        # servers that take n > 1), so their samples are those they draw alone.
-        chained = [(g, p) for g, p in generations if g.strategy.rounds > 1]
-        batched = [(g, p) for g, p in generations if g.strategy.rounds == 1]
-        if chained:
 
-            async def every_chain() -> None:
-                in_flight = asyncio.Semaphore(engine.max_in_flight)
-                await asyncio.gather(*(g.run_chains(p, in_flight) for g, p in chained))
+        async def every_generation() -> None:
+            in_flight = asyncio.Semaphore(engine.max_in_flight)
+            await asyncio.gather(
+                *(
+                    g.run_chains(p, in_flight)
+                    if g.strategy.rounds > 1
+                    else g.run_requests(p, in_flight)
+                    for g, p in generations
+                )
+            )
 
-            asyncio.run(every_chain())
-    cursors = [g.batches(p) for g, p in batched]
+        asyncio.run(every_generation())
+        return
+    cursors = [g.batches(p) for g, p in generations]
     current = [(cursor, batch) for cursor in cursors if (batch := next(cursor, None))]
     while current:
         owners = [(batch, i) for _, batch in current for i in range(len(batch.requests))]
         requests = [request for _, batch in current for request in batch.requests]
         clocks = [batch.generation.clock for _, batch in current]
-        for index, completions in timed(engine, engine.generate(requests, sampling), clocks):
+        for index, completions in timed(engine.generate(requests, sampling), clocks):
             batch, own_index = owners[index]
             batch.accept(own_index, completions)
         current = [(cursor, batch) for cursor, _ in current if (batch := next(cursor, None))]
 
 
-def timed(engine: Engine, results: Iterator[T], clocks: Sequence[Clock]) -> Iterator[T]:
-    """`results` of one engine call, timed on the clock of every generation it serves. A
-    batching engine works only while asked for its next result, not while results are
-    graded and stored; a concurrent engine keeps working in between, so it is busy until its
-    last result."""
+def timed(results: Iterator[T], clocks: Sequence[Clock]) -> Iterator[T]:
+    """`results` of one batching engine call, timed on the clock of every generation it
+    serves: the engine works only while asked for its next result, not while results are
+    graded and stored."""
 
     def sent() -> None:
         for clock in clocks:
@@ -397,13 +421,6 @@ def timed(engine: Engine, results: Iterator[T], clocks: Sequence[Clock]) -> Iter
         for clock in clocks:
             clock.back(completed)
 
-    if isinstance(engine, ConcurrentEngine):
-        sent()
-        try:
-            yield from results
-        finally:
-            back()
-        return
     while True:
         sent()
         try:

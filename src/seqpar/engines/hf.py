@@ -1,58 +1,54 @@
-"""Hugging Face transformers engine: batched sampling on CPU or CUDA with per-row seeds.
+"""Hugging Face transformers engine: continuously batched sampling on CPU or CUDA with
+per-row seeds.
 
-Rows (prompt × sample) are sorted by prompt length and packed into batches under a token
-budget, left-padded, and decoded with a KV cache; finished rows leave the batch at once.
-Each row samples from its own seeded generator, so a row's text depends only on its seed
-and its batch's numerics: the same run on the same machine and settings is reproducible.
+Rows (prompt × sample) join one running batch as room frees up and leave it when they end;
+prompts that begin like an earlier row's text reuse its keys and values
+(`seqpar.engines.batcher`). Each row samples from its own seeded generator, so a row's text
+depends only on its seed and its batch's numerics: the same run on the same machine and
+settings is reproducible. `generate` takes a list of requests; `complete` takes one request
+from an event loop, where the scheduler's chains feed the batch as their rounds finish.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import secrets
-import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from seqpar.engines import derive_seed
+from seqpar.engines.batcher import Batcher, Finished, PrefixCache, Row
 from seqpar.engines.models import LocalModel, materialize, resolve
+from seqpar.errors import SeqparError
 from seqpar.sampling import SamplingParams
 from seqpar.types import Completion, Message, Request
 
 THINK_OPEN = "<think>"
+PREFIX_CACHE_BYTES = 1 << 30  # finished rows' keys and values kept for reuse
 
 
 @dataclass(frozen=True)
-class Row:
-    request: int
+class Owner:
+    """Whose a batcher row is: the text its completion starts with (a think tag the prompt
+    opened), its place among its request's samples, and who awaits it (from `complete`)."""
+
+    prefix: str
     sample: int
-    ids: list[int]
-    seed: int
-    prefix: str  # text the prompt already opened (a think tag) and the completion continues
-
-
-def plan_batches(
-    lengths: Sequence[int], max_new: int, token_budget: int, max_batch: int
-) -> list[list[int]]:
-    """Group row indices into batches of similar length whose padded size fits the budget."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for index in order:
-        # Sorted ascending, so the newest row is the longest: it sets the padded width.
-        width = lengths[index] + max_new
-        if current and ((len(current) + 1) * width > token_budget or len(current) >= max_batch):
-            batches.append(current)
-            current = []
-        current.append(index)
-    if current:
-        batches.append(current)
-    return batches
+    request: int
+    future: Any = None
 
 
 class HFEngine:
-    """An `Engine` over a transformers causal LM."""
+    """An `Engine` over a transformers causal LM, and a `ConcurrentEngine` on an event loop."""
+
+    # Chains hold a slot from first round to last; rows, not chains, fill the batch.
+    max_in_flight = 4096
+    # Grading off the event loop would let wall-clock time decide which rows share a
+    # decode step, and with it (bfloat16 rounding) the texts: the scheduler grades inline.
+    decodes_in_event_loop = True
 
     def __init__(
         self,
@@ -83,6 +79,9 @@ class HFEngine:
         parameters = inspect.signature(model.forward).parameters
         self.cache_argument = "cache" if "cache" in parameters else "past_key_values"
         self.eos_ids = eos_token_ids(model, tokenizer)
+        self.prefix_capacity = PREFIX_CACHE_BYTES // kv_bytes_per_token(model)
+        self.batcher: Batcher | None = None
+        self.driving: tuple[asyncio.AbstractEventLoop, asyncio.Event, Any] | None = None
         self.pad_id = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
         )
@@ -116,6 +115,9 @@ class HFEngine:
         an empty list restores the plain model."""
         from seqpar.engines.ablation import HeadAblation
 
+        if self.batcher is not None and self.batcher.busy:
+            raise SeqparError("cannot switch heads while the hf engine is generating")
+        self.batcher = None  # its cached prefixes were computed with other heads
         if self.ablation is not None:
             self.ablation.remove()
             self.ablation = None
@@ -175,26 +177,66 @@ class HFEngine:
     def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
         return len(self.encode(messages)[0])
 
+    def new_batcher(self, params: SamplingParams) -> Batcher:
+        """A batcher with an empty prefix cache: what a session generates depends only on
+        what it is asked, not on what the engine computed before."""
+        if self.batcher is not None and self.batcher.busy:
+            raise SeqparError(
+                "the hf engine is already generating; one session at a time (and one "
+                "sampling setting per session)"
+            )
+        self.batcher = Batcher(
+            self.model,
+            params,
+            PrefixCache(self.prefix_capacity),
+            eos_ids=self.eos_ids,
+            pad_id=self.pad_id,
+            context_length=self.context_length,
+            max_batch=self.max_batch,
+            token_budget=self.token_budget,
+            cache_argument=self.cache_argument,
+            stops=lambda tokens: self.hits_stop(tokens, params.stop),
+            sample=sample_tokens,
+        )
+        return self.batcher
+
+    def rows(self, request: Request, params: SamplingParams, base: int, index: int) -> list[Row]:
+        """One batcher row per sample of `request`: its seeds, else seeds derived from
+        `base` (the run's seed) and the request's `index`."""
+        ids, prefix = self.encode(request.messages)
+        seeds = request.seeds or [derive_seed(base, index, j) for j in range(params.n)]
+        return [Row(tuple(ids), seed, Owner(prefix, j, index)) for j, seed in enumerate(seeds)]
+
+    def completion(self, finished: Finished, params: SamplingParams) -> Completion:
+        return Completion(
+            text=finished.row.owner.prefix + self.decode(finished.tokens, params.stop),
+            prompt_tokens=len(finished.row.ids),
+            completion_tokens=len(finished.tokens),
+            finish_reason=finished.reason,
+            seed=finished.row.seed,
+            wall_time=finished.seconds,
+            cached_prompt_tokens=finished.reused,
+        )
+
     def generate(
         self, requests: Sequence[Request], params: SamplingParams
     ) -> Iterator[tuple[int, list[Completion]]]:
         from tqdm.auto import tqdm
 
+        batcher = self.new_batcher(params)
         base = params.seed if params.seed is not None else secrets.randbits(63)
-        rows = []
-        for index, request in enumerate(requests):
-            ids, prefix = self.encode(request.messages)
-            seeds = request.seeds or [derive_seed(base, index, j) for j in range(params.n)]
-            rows.extend(Row(index, j, ids, seed, prefix) for j, seed in enumerate(seeds))
-        pending: dict[int, int] = {}
-        for row in rows:
-            pending[row.request] = pending.get(row.request, 0) + 1
+        rows = [
+            row
+            for index, request in enumerate(requests)
+            for row in self.rows(request, params, base, index)
+        ]
+        # Shortest prompts first: rows decoded together have similar widths.
+        for row in sorted(rows, key=lambda r: len(r.ids)):
+            batcher.submit(row)
+        pending = Counter(row.owner.request for row in rows)
         done: dict[int, list[tuple[int, Completion]]] = {index: [] for index in pending}
-        batches = plan_batches(
-            [len(r.ids) for r in rows], params.max_tokens, self.token_budget, self.max_batch
-        )
-        # Counted in tokens, so a batch that decodes for minutes moves the bar (rate, ETA);
-        # the total is every row's budget, cut down as rows stop early.
+        # Counted in tokens, so a long decode moves the bar (rate, ETA); the total is every
+        # row's budget, cut down as rows stop early.
         bar = tqdm(
             total=len(rows) * params.max_tokens,
             desc="generate",
@@ -202,106 +244,77 @@ class HFEngine:
             disable=not self.progress,
             postfix=f"0/{len(rows)} samples",
         )
-        finished = 0
-        for batch in batches:
-            members = [rows[i] for i in batch]
-            for row, completion in zip(
-                members, self.generate_batch(members, params, bar), strict=True
-            ):
-                finished += 1
-                bar.set_postfix_str(f"{finished}/{len(rows)} samples")
-                done[row.request].append((row.sample, completion))
-                pending[row.request] -= 1
-                if pending[row.request] == 0:
-                    yield (
-                        row.request,
-                        [c for _, c in sorted(done.pop(row.request), key=lambda p: p[0])],
-                    )
-        bar.close()
+        ended = 0
+        try:
+            while batcher.busy:
+                finished, generated = batcher.step()
+                bar.update(generated)
+                for item in finished:
+                    ended += 1
+                    bar.total -= params.max_tokens - len(item.tokens)
+                    bar.set_postfix_str(f"{ended}/{len(rows)} samples")
+                    index = item.row.owner.request
+                    done[index].append((item.row.owner.sample, self.completion(item, params)))
+                    pending[index] -= 1
+                    if pending[index] == 0:
+                        yield index, [c for _, c in sorted(done.pop(index), key=lambda p: p[0])]
+        finally:
+            batcher.reset()  # a caller that stops early leaves nothing running
+            bar.close()
 
-    def generate_batch(
-        self, rows: Sequence[Row], params: SamplingParams, bar: Any
-    ) -> list[Completion]:
-        """Decode one left-padded batch; finished rows are dropped from the cache as they end."""
-        import torch
-        from transformers import DynamicCache
+    async def complete(self, request: Request, params: SamplingParams) -> list[Completion]:
+        """The samples of one request, decoded together with every other request in flight
+        on this event loop (continuous batching)."""
+        loop = asyncio.get_running_loop()
+        wake = self.driver(loop)
+        batcher = self.batcher
+        if batcher is None or batcher.params != params:
+            batcher = self.new_batcher(params)
+        base = params.seed if params.seed is not None else secrets.randbits(63)
+        futures = []
+        for row in self.rows(request, params, base, 0):
+            futures.append(loop.create_future())
+            batcher.submit(replace(row, owner=replace(row.owner, future=futures[-1])))
+        wake.set()
+        return [self.completion(finished, params) for finished in await asyncio.gather(*futures)]
 
-        start = time.perf_counter()
-        device = self.device
-        width = max(len(r.ids) for r in rows)
-        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            input_ids[i, width - len(row.ids) :] = torch.tensor(row.ids)
-            mask[i, width - len(row.ids) :] = 1
-        input_ids, mask = input_ids.to(device), mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        limits = [min(params.max_tokens, self.context_length - len(r.ids)) for r in rows]
-        generators = [torch.Generator(device=device).manual_seed(r.seed) for r in rows]
-        generated: list[list[int]] = [[] for _ in rows]
-        finish = [""] * len(rows)
-        alive = list(range(len(rows)))
-        cache = DynamicCache(config=self.model.config)
-        eos = torch.tensor(sorted(self.eos_ids), device=device)
-        with torch.inference_mode():
-            logits = self.model(
-                input_ids=input_ids,
-                attention_mask=mask,
-                position_ids=positions,
-                **{self.cache_argument: cache},
-                use_cache=True,
-                logits_to_keep=1,
-            ).logits[:, -1, :]
-            while alive:
-                tokens = sample_tokens(logits.float(), params, [generators[i] for i in alive])
-                is_eos = torch.isin(tokens, eos).tolist()
-                keep = []
-                for slot, (row_index, token) in enumerate(zip(alive, tokens.tolist(), strict=True)):
-                    generated[row_index].append(token)
-                    if is_eos[slot] or self.hits_stop(generated[row_index], params.stop):
-                        finish[row_index] = "stop"
-                    elif len(generated[row_index]) >= limits[row_index]:
-                        finish[row_index] = "length"
-                    else:
-                        keep.append(slot)
-                bar.update(len(alive))
-                kept = set(keep)
-                unused = sum(
-                    params.max_tokens - len(generated[row])
-                    for slot, row in enumerate(alive)
-                    if slot not in kept
-                )
-                if unused:
-                    bar.total -= unused
-                    bar.refresh()
-                if not keep:
-                    break
-                if len(keep) < len(alive):
-                    index = torch.tensor(keep, device=device)
-                    cache.batch_select_indices(index)
-                    mask, positions, tokens = mask[index], positions[index], tokens[index]
-                    alive = [alive[slot] for slot in keep]
-                mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=1)
-                positions = positions[:, -1:] + 1
-                logits = self.model(
-                    input_ids=tokens[:, None],
-                    attention_mask=mask,
-                    position_ids=positions,
-                    **{self.cache_argument: cache},
-                    use_cache=True,
-                ).logits[:, -1, :]
-        share = (time.perf_counter() - start) / len(rows)
-        return [
-            Completion(
-                text=row.prefix + self.decode(tokens, params.stop),
-                prompt_tokens=len(row.ids),
-                completion_tokens=len(tokens),
-                finish_reason=reason,
-                seed=row.seed,
-                wall_time=share,
-            )
-            for row, tokens, reason in zip(rows, generated, finish, strict=True)
-        ]
+    def driver(self, loop: asyncio.AbstractEventLoop) -> asyncio.Event:
+        """The event that wakes this loop's decoding task; the first use on a loop starts
+        the task and a session (a new batcher, set up by the caller)."""
+        if self.driving is None or self.driving[0] is not loop:
+            if self.batcher is not None and self.batcher.busy:
+                raise SeqparError("the hf engine is already generating on another event loop")
+            self.batcher = None
+            wake = asyncio.Event()
+            self.driving = (loop, wake, loop.create_task(self.drive(wake)))
+        return self.driving[1]
+
+    async def drive(self, wake: asyncio.Event) -> None:
+        """Step the batcher while it has rows, handing each finished row to its awaiting
+        request; between steps the event loop runs, so chains submit their next rounds."""
+        try:
+            while True:
+                batcher = self.batcher
+                if batcher is None or not batcher.busy:
+                    wake.clear()
+                    await wake.wait()
+                    continue
+                try:
+                    finished, _ = batcher.step()
+                except Exception as error:
+                    for row in [live.row for live in batcher.live] + list(batcher.waiting):
+                        if not row.owner.future.done():
+                            row.owner.future.set_exception(error)
+                    batcher.reset()
+                    continue
+                for item in finished:
+                    if not item.row.owner.future.done():
+                        item.row.owner.future.set_result(item)
+                await asyncio.sleep(0)
+        finally:  # the loop is ending: rows nobody awaits any more must not linger
+            if self.batcher is not None:
+                self.batcher.reset()
+            self.driving = None
 
     def hits_stop(self, tokens: list[int], stop: Sequence[str]) -> bool:
         if not stop:
@@ -316,6 +329,14 @@ class HFEngine:
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
         cuts = [text.find(s) for s in stop if s in text]
         return text[: min(cuts)] if cuts else text
+
+
+def kv_bytes_per_token(model: Any) -> int:
+    """Bytes of keys and values one token takes in the cache, over all layers."""
+    config = model.config.get_text_config()
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return 2 * config.num_hidden_layers * heads * head_dim * model.dtype.itemsize
 
 
 def cpu_has_bf16() -> bool:

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 import torch
 
-from seqpar.engines.batcher import MIN_REUSE, Batcher, PrefixCache, Row
+from seqpar.engines.batcher import MIN_REUSE, Batcher, PrefixCache, Row, right_aligned
 from seqpar.engines.hf import sample_tokens
 from seqpar.sampling import SamplingParams
 from seqpar.types import Message, Request
@@ -46,6 +46,13 @@ def test_admission_stops_at_max_batch():
     waiting = rows(5, 5, 5, 5, 5)
     assert admitted(batcher, waiting) == waiting[:3]
     assert list(batcher.waiting) == waiting[3:]
+
+
+def test_rows_with_more_work_behind_them_join_first_then_in_the_order_sent():
+    batcher = batcher_over(torch.nn.Linear(1, 1), max_batch=3)
+    sent = [Row((1,) * 20, seed, None, priority) for seed, priority in enumerate((0, 2, 0, 1, 2))]
+    assert [row.seed for row in admitted(batcher, sent)] == [1, 4, 3]
+    assert [row.seed for row in batcher.waiting] == [0, 2]
 
 
 def test_admission_keeps_rows_times_widest_footprint_within_the_token_budget():
@@ -93,6 +100,15 @@ def test_prefix_cache_drops_the_least_recently_used_beyond_its_capacity():
     assert cache.longest(second)[0] == 0
 
 
+def test_right_alignment_packs_each_row_s_tokens_in_order_at_the_right_end():
+    mask = torch.tensor([[1, 1, 0, 1], [0, 0, 0, 1]])
+    keys = torch.arange(8.0).reshape(2, 1, 4, 1)  # row 0: 0 1 2 3, row 1: 4 5 6 7
+    [(moved, _)], packed = right_aligned([(keys, keys.clone())], mask)
+    assert packed.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert moved[0, 0, :, 0].tolist() == [0, 1, 3]
+    assert moved[1, 0, -1, 0].item() == 7
+
+
 # The real engine (slow: loads and runs SmolLM2-135M).
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=20)
@@ -123,6 +139,15 @@ def first_logits(engine, ids_list, prefixes):
     return logits, [live.reused for live in lives]
 
 
+def decoded(engine, ids_list, prefixes):
+    """Greedy tokens of each prompt, decoded together with these cached prefixes."""
+    batcher = engine.new_batcher(GREEDY)
+    batcher.prefixes = prefixes
+    for seed, ids in enumerate(ids_list):
+        batcher.submit(Row(ids, seed, None))
+    return sorted((f.row.seed, f.tokens) for f in run_to_end(batcher))
+
+
 @pytest.fixture(scope="module")
 def exact_engine():
     """SmolLM2 in float32: a reused prefix must then match a full evaluation to rounding."""
@@ -149,6 +174,10 @@ def test_reused_keys_and_values_give_the_logits_of_a_full_evaluation(exact_engin
     assert reuse == [len(remembered), template] and no_reuse == [0, 0]
     assert len(remembered) > template >= MIN_REUSE
     assert (reused - fresh).abs().max() < 1e-3
+    # Decoding on from the packed cache draws what a fresh evaluation draws.
+    assert decoded(engine, [follow_up, other], batcher.prefixes) == decoded(
+        engine, [follow_up, other], PrefixCache(10_000)
+    )
     # Control: values off by one position from their keys (a misaligned copy) must show.
     scrambled = PrefixCache(10_000)
     (entry_ids, layers) = next(iter(batcher.prefixes.entries.values()))
@@ -257,3 +286,41 @@ def test_chains_decode_together_and_a_later_round_reuses_its_chain(
             before = samples[(problem, round_ - 1)]
             evaluated = sample.prompt_tokens - sample.cached_prompt_tokens
             assert evaluated <= sample.prompt_tokens - before.prompt_tokens + 40, (problem, round_)
+
+
+@pytest.mark.slow
+def test_a_request_with_more_rounds_behind_it_is_served_first(small_engine, monkeypatch):
+    monkeypatch.setattr(small_engine, "max_batch", 1)
+    params = SamplingParams(temperature=0.7, max_tokens=8, seed=0)
+    ask = lambda text, priority: Request((Message("user", text),), (1,), priority)  # noqa: E731
+    order = []
+
+    async def one(name, request):
+        await small_engine.complete(request, params)
+        order.append(name)
+
+    async def session():
+        await asyncio.gather(
+            one("first", ask("Say one.", 0)), one("low", ask("Say two.", 0)),
+            one("high", ask("Say three.", 5)),
+        )  # fmt: skip
+
+    asyncio.run(session())
+    assert order == ["high", "first", "low"]
+
+
+@pytest.mark.slow
+def test_a_failure_while_prompts_are_evaluated_reaches_every_request(small_engine, monkeypatch):
+    params = SamplingParams(temperature=0.7, max_tokens=8, seed=0)
+    requests = [Request((Message("user", f"Count to {n}."),), (n,)) for n in (3, 4)]
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("out of memory while evaluating prompts (simulated)")
+
+    async def session():
+        calls = (small_engine.complete(r, params) for r in requests)
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    monkeypatch.setattr(small_engine.model, "forward", failing)
+    outcomes = asyncio.run(session())
+    assert [type(o) for o in outcomes] == [RuntimeError, RuntimeError]

@@ -51,7 +51,10 @@ def test_n_without_seeds_and_stop_strings(small_engine):
 def test_batch_limits_default_to_the_device_and_keep_what_is_given(small_engine):
     from seqpar.engines.hf import HFEngine
 
-    assert (small_engine.token_budget, small_engine.max_batch) == (65536, 128)  # CPU
+    # CPU: 2 GiB of keys and values, SmolLM2's being 30 layers × 2 × 3 heads × 64 × 2 bytes.
+    per_token = 30 * 2 * 3 * 64 * small_engine.model.dtype.itemsize
+    assert small_engine.token_budget == min(131072, (2 << 30) // per_token)
+    assert small_engine.max_batch == 64
     given = HFEngine(small_engine.model, small_engine.tokenizer, small_engine.local,
                      token_budget=1000, max_batch=3)  # fmt: skip
     assert (given.token_budget, given.max_batch) == (1000, 3)

@@ -31,3 +31,36 @@ def test_derive_seed_is_stable():
     assert derive_seed(0, "p", 1, 2) == derive_seed(0, "p", 1, 2)
     assert derive_seed(0, "p", 1, 2) != derive_seed(0, "p", 2, 1)
     assert 0 <= derive_seed("x") < 2**63
+
+
+def test_draws_follow_the_distribution_and_never_pick_an_impossible_token():
+    probs = torch.tensor([[0.5, 0.0, 0.3, 0.2, 0.0]])
+    draws = [
+        sample_tokens(
+            probs.log(), SamplingParams(temperature=1.0), [torch.Generator().manual_seed(s)]
+        ).item()
+        for s in range(4000)
+    ]
+    counts = [draws.count(token) / len(draws) for token in range(5)]
+    assert counts[1] == counts[4] == 0
+    # 4000 draws: a share's standard error is at most 0.008; 0.03 is nearly 4 of them.
+    assert all(abs(c - p) < 0.03 for c, p in zip(counts, probs[0].tolist(), strict=True))
+
+
+def test_the_same_seed_draws_the_same_token_whatever_else_is_in_the_batch():
+    logits = torch.randn(6, 1000)
+    alone = sample_tokens(logits[2:3], SamplingParams(), [torch.Generator().manual_seed(7)])
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2, 7, 3, 4, 5)]
+    assert sample_tokens(logits, SamplingParams(), gens)[2] == alone[0]
+
+
+def test_the_nucleus_of_the_candidates_is_the_nucleus_of_the_whole_vocabulary():
+    from seqpar.engines.hf import nucleus
+
+    probs = torch.softmax(torch.randn(8, 5000) * 3, dim=-1)
+    probs[0] = torch.linspace(1.0, 1.1, 5000) / 5250  # flat: the nucleus spans 4,500 tokens
+    whole = nucleus(probs, 0.9, candidates=5000)
+    assert torch.equal(nucleus(probs, 0.9, candidates=64), whole)
+    kept = whole > 0
+    assert 4400 < kept[0].sum() < 4600
+    assert all(row[~k].max() <= row[k].min() for row, k in zip(probs, kept, strict=True))

@@ -17,7 +17,7 @@ from seqpar.config import RunConfig
 from seqpar.engines import derive_seed, generate_concurrently
 from seqpar.registry import get_task
 from seqpar.sampling import SamplingParams
-from seqpar.scheduler import MemoryStore, generate_together, prepare_generation
+from seqpar.scheduler import Generation, MemoryStore, generate_together, prepare_generation
 from seqpar.specs import HybridSpec, NoveltySpec, ParallelSpec, SequentialSpec, TaskSpec
 from seqpar.store import RunStore
 from seqpar.tasks import select
@@ -393,3 +393,37 @@ def test_runs_interrupted_together_resume_together_with_nothing_lost_or_doubled(
             # the killed session was generated with the two other runs
             assert sessions[0]["shared_with_runs"] == 2
     assert "generated together with other runs" in markdown([summarize(str(runs[0][1]))])
+
+
+def test_runs_generate_from_inside_a_running_event_loop_as_in_a_notebook():
+    alone, inside = MemoryStore([]), MemoryStore([])
+    strategy = SequentialSpec(2, chains=2)
+    generate(config_of(strategy), ConcurrentEngine(max_in_flight=2), alone)
+
+    async def notebook_cell() -> None:
+        generate(config_of(strategy), ConcurrentEngine(max_in_flight=2), inside)
+
+    asyncio.run(notebook_cell())
+    assert drawn(inside.samples()) == drawn(alone.samples())
+
+
+def test_a_one_slot_engine_gets_a_chain_s_rounds_one_at_a_time_even_when_they_read_nothing():
+    from seqpar.specs import PaddedSpec
+
+    class Padded:  # padded-parallel's shape: rounds that read nothing of each other
+        rounds, chains, name, scored_round = 3, 1, "padded-parallel", None
+
+        def history(self, chain, round_):
+            return []
+
+        def messages(self, problem, prompt, previous, round_):
+            return (Message("user", f"{prompt} #{round_}"),)
+
+        def target_tokens(self, problem, round_):
+            return None
+
+    engine = ConcurrentEngine(max_in_flight=1)
+    task = config_of(PaddedSpec(3)).build_task()
+    generation = Generation(engine, task, Padded(), SamplingParams(seed=0), MemoryStore([]))
+    generation.run(select(task.load(), 2))
+    assert engine.most_in_flight == 1 and len(generation.store.samples()) == 6

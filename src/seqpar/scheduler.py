@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
@@ -190,13 +191,17 @@ class Generation:
         done: defaultdict[tuple[str, int, int], asyncio.Event] = defaultdict(asyncio.Event)
         print(f"{self.strategy.name}: chains scheduled independently", file=sys.stderr)
         bar = self.progress_bar(problems)
+        rounds = range(1, self.strategy.rounds + 1)
+        in_loop = decodes_in_event_loop(self.engine)
 
         async def chain(problem: Problem, chain: int) -> None:
             try:
                 async with in_flight:
-                    await asyncio.gather(
-                        *(one_round(problem, chain, r) for r in range(1, self.strategy.rounds + 1))
-                    )
+                    if in_loop:  # rounds that read nothing of each other go at once
+                        await asyncio.gather(*(one_round(problem, chain, r) for r in rounds))
+                    else:  # one request at a time: a one-slot engine keeps the chain's prefix
+                        for round_ in rounds:
+                            await one_round(problem, chain, round_)
             finally:  # a failed or ended chain must not leave its readers waiting
                 for round_ in range(1, self.strategy.rounds + 1):
                     done[(problem.id, chain, round_)].set()
@@ -233,7 +238,8 @@ class Generation:
                         )
                     finally:
                         self.clock.back()
-                batch.accept(index, completions)
+                grades = await self.grade(problems_of(batch, index), completions)
+                batch.accept(index, completions, grades)
                 bar.update(len(completions))
                 bar.set_postfix_str(self.throughput())
 
@@ -262,7 +268,9 @@ class Generation:
             self.store.append([skipped])
             self.stored[skipped.key] = skipped
             return
-        request = Request(messages, (self.seed(problem.id, chain, round_),))
+        # The rounds left in this chain wait on this one: a batch should serve it first.
+        priority = self.strategy.rounds - round_
+        request = Request(messages, (self.seed(problem.id, chain, round_),), priority)
         assert isinstance(self.engine, ConcurrentEngine)
         self.clock.sent()
         try:
@@ -270,12 +278,23 @@ class Generation:
         finally:
             self.clock.back()
         self.generated += completion.completion_tokens
-        in_loop = getattr(self.engine, "decodes_in_event_loop", False)
-        if self.task.answer_kind == "behaviour" and not in_loop:  # the sandbox bounds its time
-            grade = await asyncio.to_thread(grade_safely, self.task, problem, completion.text)
-        else:  # math-verify's time bound (SIGALRM) works in the main thread only
-            grade = grade_safely(self.task, problem, completion.text)
+        (grade,) = await self.grade([problem], [completion])
         self.store.append([self.judge(problem, chain, round_, completion, grade)])
+
+    async def grade(self, problems: list[Problem], completions: list[Completion]) -> list[Grade]:
+        """Grades of completions, off the event loop where that keeps a server busy: code runs
+        in the sandbox, which bounds its own time; math-verify's bound (SIGALRM) works in
+        the main thread only. An engine that decodes in the loop grades inline (see hf)."""
+
+        def grades() -> list[Grade]:
+            return [
+                grade_safely(self.task, p, c.text)
+                for p, c in zip(problems, completions, strict=True)
+            ]
+
+        if self.task.answer_kind == "behaviour" and not decodes_in_event_loop(self.engine):
+            return await asyncio.to_thread(grades)
+        return grades()
 
     def prepare(
         self, slots: list[tuple[Problem, int, tuple[Message, ...]]], round_: int
@@ -353,18 +372,36 @@ class Batch:
     owners: list[list[tuple[Problem, int]]]  # the (problem, chain) slots of each request
     again: list[tuple[Problem, int, tuple[Message, ...]]] = field(default_factory=list)
 
-    def accept(self, index: int, completions: list[Completion]) -> None:
-        """Grade and store the completions of request `index`; rejected draws go to `again`."""
+    def accept(
+        self, index: int, completions: list[Completion], grades: list[Grade] | None = None
+    ) -> None:
+        """Grade (unless `grades` are given) and store the completions of request `index`;
+        rejected draws go to `again`."""
         generation = self.generation
         generation.generated += sum(c.completion_tokens for c in completions)
         samples = []
-        for (problem, chain), completion in zip(self.owners[index], completions, strict=True):
-            grade = grade_safely(generation.task, problem, completion.text)
+        owners = self.owners[index]
+        if grades is None:
+            grades = [
+                grade_safely(generation.task, p, c.text)
+                for (p, _), c in zip(owners, completions, strict=True)
+            ]
+        for (problem, chain), completion, grade in zip(owners, completions, grades, strict=True):
             sample = generation.judge(problem, chain, self.round, completion, grade)
             samples.append(sample)
             if sample.status == "rejected":
                 self.again.append((problem, chain, self.requests[index].messages))
         generation.store.append(samples)
+
+
+def decodes_in_event_loop(engine: Engine) -> bool:
+    """Whether the engine computes in the scheduler's event loop (hf): then grading inline
+    keeps which rows share a step, and so the texts, independent of timing."""
+    return bool(getattr(engine, "decodes_in_event_loop", False))
+
+
+def problems_of(batch: Batch, index: int) -> list[Problem]:
+    return [problem for problem, _ in batch.owners[index]]
 
 
 def generate_together(generations: Sequence[tuple[Generation, list[Problem]]]) -> None:
@@ -394,7 +431,7 @@ def generate_together(generations: Sequence[tuple[Generation, list[Problem]]]) -
                 )
             )
 
-        asyncio.run(every_generation())
+        run_coroutine(every_generation())
         return
     cursors = [g.batches(p) for g, p in generations]
     current = [(cursor, batch) for cursor in cursors if (batch := next(cursor, None))]
@@ -462,3 +499,26 @@ def skip(problem: Problem, chain: int, round_: int, prompt_tokens: int, reason: 
         prompt_tokens=prompt_tokens,
         skip_reason=reason,
     )
+
+
+def run_coroutine(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run `coroutine` to its end on a new event loop; from inside a running loop (a
+    notebook), on a helper thread, since a thread runs one loop at a time."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(coroutine)
+        return
+    failures: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            asyncio.run(coroutine)
+        except BaseException as error:  # handed to the caller's thread
+            failures.append(error)
+
+    helper = threading.Thread(target=work)
+    helper.start()
+    helper.join()
+    if failures:
+        raise failures[0]

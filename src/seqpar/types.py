@@ -35,10 +35,13 @@ class Attempt:
 
 @dataclass(frozen=True)
 class Request:
-    """A chat prompt to complete once per seed; without seeds, `SamplingParams.n` times."""
+    """A chat prompt to complete once per seed; without seeds, `SamplingParams.n` times.
+    `priority`: how much work waits on this request (rounds left in its chain); an engine
+    with a queue may serve higher first."""
 
     messages: tuple[Message, ...]
     seeds: tuple[int, ...] = ()
+    priority: int = 0
 
 
 @dataclass(frozen=True)

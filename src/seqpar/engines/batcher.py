@@ -5,8 +5,9 @@ the batch stays full while short rows end and new ones (the next round of a chai
 A row whose prompt begins with tokens already computed — an earlier round of its chain,
 another seed of the same prompt — takes those keys and values from a prefix cache and
 evaluates only the rest. Rows live side by side in one left-padded cache; the attention
-mask hides the padding, which may also sit between a reused prefix and the evaluated rest,
-and explicit position ids keep every row's positions its own.
+mask hides the padding (also between a reused prefix and the evaluated rest while a prompt
+is evaluated; each row is then packed to the right end), and explicit position ids keep
+every row's positions its own.
 
 Everything here runs in the caller's thread, step by step: which rows share a step depends
 only on the order rows were submitted in, so the same submissions give the same texts.
@@ -14,15 +15,20 @@ only on the order rows were submitted in, so the same submissions give the same 
 
 from __future__ import annotations
 
+import heapq
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
 from seqpar.sampling import SamplingParams
 
 MIN_REUSE = 16  # shorter shared prefixes are cheaper to evaluate than to copy in
+PREFILL_TOKENS = 8192
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,7 @@ class Row:
     ids: tuple[int, ...]
     seed: int
     owner: Any  # opaque to the batcher: handed back with the finished row
+    priority: int = 0  # higher joins the batch first; equal ones in the order submitted
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,9 @@ class Counters:
     decode_steps: int = 0
     decoded_rows: int = 0  # rows summed over decode steps
     most_rows: int = 0  # the largest batch decoded in one step
+    decoded_width: int = 0  # cache columns summed over decode steps (attention's span)
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
 
 
 class PrefixCache:
@@ -140,31 +150,40 @@ class Batcher:
         self.eos = torch.tensor(sorted(eos_ids), device=self.device)
         self.pad_id, self.context_length = pad_id, context_length
         self.max_batch, self.token_budget = max_batch, token_budget
-        # Prefill memory grows with rows × width²: evaluate new rows in slices of this many.
-        self.prefill_budget = max(token_budget // 4, 1)
+        # Prompts are evaluated between decode steps, in groups of at most this many padded
+        # tokens: larger groups pad more and attend wider for no faster evaluation (on CPU,
+        # 20 prompts of 1,500 tokens at once: 484 tokens/s; 5: 558; bench/decode_step.py).
+        self.prefill_budget = max(min(token_budget // 4, PREFILL_TOKENS), 1)
         self.cache_argument, self.stops, self.sample = cache_argument, stops, sample
         self.prefixes = prefixes
         self.counters = Counters()
-        self.waiting: deque[Row] = deque()
+        self.queue: list[tuple[int, int, Row]] = []  # a heap: (-priority, order, row)
+        self.submitted = 0
         self.reset()
 
     def reset(self) -> None:
         """Drop every row, running or waiting (their owners will not hear back)."""
-        self.waiting.clear()
+        self.queue.clear()
         self.live: list[Live] = []
-        self.layers: list[
-            tuple[Any, Any]
-        ] = []  # per layer keys, values: rows × heads × width × dim
+        # Per layer keys and values, each rows × heads × width × dim.
+        self.layers: list[tuple[Any, Any]] = []
+        self.cache: Any = None  # `layers` as the model's cache, kept while the rows stay
         self.mask: Any = None  # rows × width, 1 where a row has a token
         self.next_tokens: Any = None  # the token each row feeds at the next decode step
         self.next_positions: Any = None
 
     @property
     def busy(self) -> bool:
-        return bool(self.live or self.waiting)
+        return bool(self.live or self.queue)
+
+    @property
+    def waiting(self) -> list[Row]:
+        """The rows not yet in the batch, in the order they will join it."""
+        return [row for _, _, row in sorted(self.queue)]
 
     def submit(self, row: Row) -> None:
-        self.waiting.append(row)
+        heapq.heappush(self.queue, (-row.priority, self.submitted, row))
+        self.submitted += 1
 
     def step(self) -> tuple[list[Finished], int]:
         """Admit what fits, decode one token for every running row; the rows that ended and
@@ -175,46 +194,49 @@ class Batcher:
         generated = 0
         with torch.inference_mode():
             admitted = self.admit()
+            start = time.perf_counter()
             if admitted:
                 logits = self.prefill(admitted)
                 generated += len(admitted)
                 finished += self.advance(
                     logits, range(len(self.live) - len(admitted), len(self.live))
                 )
+                self.counters.prefill_s += time.perf_counter() - start
             elif self.live:
                 logits = self.decode()
                 generated += len(self.live)
                 finished += self.advance(logits, range(len(self.live)))
+                self.counters.decode_s += time.perf_counter() - start
         return finished, generated
 
     def admit(self) -> list[Live]:
-        """Take waiting rows, first come first served, while the batch and budgets allow."""
+        """Take waiting rows, by priority and then first come first served, while the batch
+        and budgets allow."""
         import torch
 
         admitted: list[Live] = []
         widest = max((len(r.row.ids) + r.limit for r in self.live), default=0)
-        evaluated = 0
-        while self.waiting and len(self.live) + len(admitted) < self.max_batch:
-            row = self.waiting[0]
+        longest_prompt = 0
+        while self.queue and len(self.live) + len(admitted) < self.max_batch:
+            row = self.queue[0][2]
             limit = min(self.params.max_tokens, self.context_length - len(row.ids))
             wider = max(widest, len(row.ids) + limit)
-            rows = len(self.live) + len(admitted) + 1
+            longer = max(longest_prompt, len(row.ids))
             if admitted or self.live:
-                if rows * wider > self.token_budget:
+                if (len(self.live) + len(admitted) + 1) * wider > self.token_budget:
                     break
-                if admitted and evaluated + len(row.ids) > self.prefill_budget:
+                if admitted and (len(admitted) + 1) * longer > self.prefill_budget:
                     break
-            self.waiting.popleft()
+            heapq.heappop(self.queue)
             generator = torch.Generator(device=self.device).manual_seed(row.seed)
             admitted.append(Live(row, limit, generator, 0, time.perf_counter()))
-            widest, evaluated = wider, evaluated + len(row.ids)
+            widest, longest_prompt = wider, longer
         return admitted
 
     def prefill(self, admitted: list[Live]) -> Any:
         """Evaluate the admitted rows' prompts (past their reused prefixes) and add them to
         the running cache; the logits of each one's last prompt token."""
         import torch
-        from transformers import DynamicCache
 
         distinct: dict[tuple[int, ...], int] = {}
         for live in admitted:
@@ -252,11 +274,11 @@ class Batcher:
             live.reused = reuses[distinct[live.row.ids]][0]
         # Seeds of one prompt share its evaluation: each row takes its prompt's slice.
         pick = torch.tensor([distinct[live.row.ids] for live in admitted], device=self.device)
-        layers = [
-            (layer.keys.index_select(0, pick), layer.values.index_select(0, pick))
-            for layer in cache.layers
-        ]
-        self.join(admitted, layers, mask.to(self.device).index_select(0, pick))
+        layers, mask = right_aligned(
+            [(layer.keys, layer.values) for layer in cache.layers], mask.to(self.device)
+        )
+        layers = [(k.index_select(0, pick), v.index_select(0, pick)) for k, v in layers]
+        self.join(admitted, layers, mask.index_select(0, pick))
         self.next_positions = torch.cat(
             [
                 self.next_positions if self.next_positions is not None else pick.new_zeros(0),
@@ -282,37 +304,35 @@ class Batcher:
         return stacked
 
     def join(self, admitted: list[Live], layers: list[tuple[Any, Any]], mask: Any) -> None:
-        """Append rows (their cache and mask) to the running batch, left-padding the narrower."""
+        """Append rows (their cache and mask) to the running batch, left-padding the narrower:
+        one copy of everything, into buffers with room for the next GROWTH steps."""
         import torch
 
-        if not self.live:
-            self.live, self.layers, self.mask = list(admitted), layers, mask
-            return
-        width = max(self.mask.shape[1], mask.shape[1])
-
-        def pad(tensor: Any, columns: int, dim: int) -> Any:
-            if columns == 0:
-                return tensor
-            shape = list(tensor.shape)
-            shape[dim] = columns
-            return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
-
-        old, new = width - self.mask.shape[1], width - mask.shape[1]
-        self.layers = [
-            (
-                torch.cat([pad(k, old, 2), pad(nk, new, 2)]),
-                torch.cat([pad(v, old, 2), pad(nv, new, 2)]),
-            )
-            for (k, v), (nk, nv) in zip(self.layers, layers, strict=True)
-        ]
-        self.mask = torch.cat([pad(self.mask, old, 1), pad(mask, new, 1)])
         self.live += admitted
+        parts = [(self.layers, self.mask), (layers, mask)] if self.layers else [(layers, mask)]
+        width = max(m.shape[1] for _, m in parts)
+        self.mask = torch.cat([pad_left(m, width - m.shape[1]) for _, m in parts])
+        joined = []
+        for index, (keys, values) in enumerate(layers):
+            shape = (len(self.live), keys.shape[1], width + GROWTH, keys.shape[3])
+            buffers = (keys.new_zeros(shape), values.new_zeros(shape))
+            row = 0
+            for part, part_mask in parts:
+                rows, columns = part_mask.shape
+                for buffer, states in zip(buffers, part[index], strict=True):
+                    buffer[row : row + rows, :, width - columns : width] = states
+                row += rows
+            joined.append(GrowingLayer(buffers, width))
+        self.cache = as_cache(joined)
+        self.layers = [(layer.keys, layer.values) for layer in joined]
 
     def decode(self) -> Any:
         """Feed every running row its last token; the logits of the next."""
         import torch
 
-        cache = as_cache(self.layers)
+        if self.cache is None:  # rows left: the first step copies, with room to grow
+            self.cache = as_cache(self.layers)
+        cache = self.cache
         self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.live), 1))], dim=1)
         logits = self.model(
             input_ids=self.next_tokens[:, None],
@@ -326,6 +346,7 @@ class Batcher:
         self.counters.decode_steps += 1
         self.counters.decoded_rows += len(self.live)
         self.counters.most_rows = max(self.counters.most_rows, len(self.live))
+        self.counters.decoded_width += self.mask.shape[1]
         return logits
 
     def advance(self, logits: Any, rows: range) -> list[Finished]:
@@ -375,18 +396,17 @@ class Batcher:
             )
         keep = [i for i, live in enumerate(self.live) if not live.reason]
         self.live = [self.live[i] for i in keep]
+        self.cache = None
         if not keep:
             self.layers, self.mask, self.next_tokens, self.next_positions = [], None, None, None
             return finished
         index = torch.tensor(keep, device=self.device)
         mask = self.mask.index_select(0, index)
-        used = mask.any(dim=0).nonzero().squeeze(-1)
-        self.mask = mask.index_select(1, used)
+        # Rows are packed to the right, so the columns no row uses any more are the first.
+        first = int(mask.any(dim=0).nonzero()[0])
+        self.mask = mask[:, first:]
         self.layers = [
-            (
-                k.index_select(0, index).index_select(2, used),
-                v.index_select(0, index).index_select(2, used),
-            )
+            (k.index_select(0, index)[:, :, first:], v.index_select(0, index)[:, :, first:])
             for k, v in self.layers
         ]
         self.next_tokens = self.next_tokens.index_select(0, index)
@@ -394,15 +414,71 @@ class Batcher:
         return finished
 
 
-def as_cache(layers: list[tuple[Any, Any]]) -> Any:
-    """A transformers cache holding these keys and values as they are (no copy)."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
+def right_aligned(layers: list[tuple[Any, Any]], mask: Any) -> tuple[list[tuple[Any, Any]], Any]:
+    """Each row's tokens moved, in order, to the right end of the narrowest width that holds
+    the longest row: the padding between a reused prefix and the rest is gone, so the
+    batch's width (what every decode step attends over) is its longest row."""
+    import torch
 
-    cache = DynamicCache()
+    width = int(mask.sum(dim=1).max())
+    # A stable sort of 0/1 puts each row's padding first and its tokens after, in order.
+    columns = torch.argsort(mask, dim=1, stable=True)[:, -width:]
+    moved = []
     for keys, values in layers:
-        layer = DynamicLayer()
-        layer.lazy_initialization(keys, values)
-        layer.keys, layer.values = keys, values
-        cache.layers.append(layer)
+        index = columns[:, None, :, None].expand(-1, keys.shape[1], -1, keys.shape[-1])
+        moved.append((keys.gather(2, index), values.gather(2, index)))
+    return moved, mask.gather(1, columns)
+
+
+def as_cache(layers: list[Any]) -> Any:
+    """A transformers cache of these layers: `GrowingLayer`s, or (keys, values) pairs, held
+    as they are until the first step that adds columns copies them with room to grow."""
+    cache = DynamicCache()
+    cache.layers.extend(
+        layer if isinstance(layer, GrowingLayer) else GrowingLayer(layer, layer[0].shape[-2])
+        for layer in layers
+    )
     return cache
+
+
+class GrowingLayer(DynamicLayer):
+    """A cache layer whose keys and values are the first `length` columns of larger buffers:
+    each step writes into the spare columns instead of concatenating (transformers' own
+    layer copies the whole cache at every step, which at 64 rows over 1,500 tokens took 45%
+    of a decode step on CPU), and grows by GROWTH columns when they run out."""
+
+    def __init__(self, buffers: tuple[Any, Any], length: int) -> None:
+        super().__init__()
+        self.lazy_initialization(*buffers)
+        self.buffers, self.length = buffers, length
+        self.view()
+
+    def view(self) -> None:
+        self.keys, self.values = (buffer[:, :, : self.length] for buffer in self.buffers)
+
+    def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> Any:
+        new = key_states.shape[-2]
+        if self.length + new > self.buffers[0].shape[-2]:
+            self.buffers = (widen(self.keys, new + GROWTH), widen(self.values, new + GROWTH))
+        for buffer, states in zip(self.buffers, (key_states, value_states), strict=True):
+            buffer[:, :, self.length : self.length + new] = states
+        self.length += new
+        self.view()
+        return self.keys, self.values
+
+
+GROWTH = 256  # columns a full layer grows by: one copy every this many decode steps
+
+
+def pad_left(tensor: Any, columns: int) -> Any:
+    """`tensor` (rows × width) with `columns` zero columns before."""
+    import torch
+
+    return torch.cat([tensor.new_zeros((tensor.shape[0], columns)), tensor], dim=1)
+
+
+def widen(tensor: Any, columns: int) -> Any:
+    """A copy of `tensor` (rows × heads × width × dim) with `columns` unused ones after."""
+    wider = tensor.new_empty((*tensor.shape[:2], tensor.shape[2] + columns, tensor.shape[3]))
+    wider[:, :, : tensor.shape[2]] = tensor
+    return wider

@@ -28,6 +28,7 @@ from seqpar.types import Completion, Message, Request
 
 THINK_OPEN = "<think>"
 PREFIX_CACHE_BYTES = 1 << 30  # finished rows' keys and values kept for reuse
+CPU_KV_BYTES = 2 << 30  # the running batch's keys and values, on CPU
 
 
 @dataclass(frozen=True)
@@ -64,12 +65,14 @@ class HFEngine:
         self.model = model
         self.tokenizer = tokenizer
         self.local = local
-        # Host memory is plentiful next to a GPU's, and a merged round (several runs at once)
-        # that spills into a second batch costs a second pass of decode steps: on CPU a
-        # 72-row call took 80 s in one batch vs 93 s as 64 + 8 (bench/batch_size.py).
+        # On CPU a decode step's throughput stops growing at about 64 rows (217 tok/s at 64
+        # rows over 1,500 tokens, 183 at 128; bench/decode_step.py), while every extra row
+        # slows the chains waiting on it; host memory is plentiful, so 64 long rows fit:
+        # 2 GiB of keys and values, at most 131,072 tokens. GPUs: 64 rows, 32,768 tokens.
         on_cpu = next(model.parameters()).device.type == "cpu"
-        self.token_budget = token_budget or (65536 if on_cpu else 32768)
-        self.max_batch = max_batch or (128 if on_cpu else 64)
+        cpu_budget = min(131072, CPU_KV_BYTES // kv_bytes_per_token(model))
+        self.token_budget = token_budget or (cpu_budget if on_cpu else 32768)
+        self.max_batch = max_batch or 64
         self.max_context = max_context
         self.progress = progress
         self.ablation: Any = None
@@ -82,6 +85,7 @@ class HFEngine:
         self.prefix_capacity = PREFIX_CACHE_BYTES // kv_bytes_per_token(model)
         self.batcher: Batcher | None = None
         self.driving: tuple[asyncio.AbstractEventLoop, asyncio.Event, Any] | None = None
+        self.pending: set[asyncio.Future[Finished]] = set()  # what requests await, unresolved
         self.pad_id = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
         )
@@ -205,7 +209,10 @@ class HFEngine:
         `base` (the run's seed) and the request's `index`."""
         ids, prefix = self.encode(request.messages)
         seeds = request.seeds or [derive_seed(base, index, j) for j in range(params.n)]
-        return [Row(tuple(ids), seed, Owner(prefix, j, index)) for j, seed in enumerate(seeds)]
+        return [
+            Row(tuple(ids), seed, Owner(prefix, j, index), request.priority)
+            for j, seed in enumerate(seeds)
+        ]
 
     def completion(self, finished: Finished, params: SamplingParams) -> Completion:
         return Completion(
@@ -274,6 +281,7 @@ class HFEngine:
         futures = []
         for row in self.rows(request, params, base, 0):
             futures.append(loop.create_future())
+            self.pending.add(futures[-1])
             batcher.submit(replace(row, owner=replace(row.owner, future=futures[-1])))
         wake.set()
         return [self.completion(finished, params) for finished in await asyncio.gather(*futures)]
@@ -302,19 +310,25 @@ class HFEngine:
                 try:
                     finished, _ = batcher.step()
                 except Exception as error:
-                    for row in [live.row for live in batcher.live] + list(batcher.waiting):
-                        if not row.owner.future.done():
-                            row.owner.future.set_exception(error)
+                    # Rows may be between the queue and the batch when a step fails: every
+                    # request still waiting hears of the error.
+                    for future in self.pending:
+                        if not future.done():
+                            future.set_exception(error)
+                    self.pending.clear()
                     batcher.reset()
                     continue
                 for item in finished:
+                    self.pending.discard(item.row.owner.future)
                     if not item.row.owner.future.done():
                         item.row.owner.future.set_result(item)
                 await asyncio.sleep(0)
-        finally:  # the loop is ending: rows nobody awaits any more must not linger
-            if self.batcher is not None:
-                self.batcher.reset()
-            self.driving = None
+        finally:  # this loop is ending: rows nobody awaits any more must not linger
+            if self.driving is not None and self.driving[1] is wake:
+                if self.batcher is not None:
+                    self.batcher.reset()
+                self.pending.clear()
+                self.driving = None
 
     def hits_stop(self, tokens: list[int], stop: Sequence[str]) -> bool:
         if not stop:
@@ -378,14 +392,48 @@ def sample_tokens(logits: Any, params: SamplingParams, generators: Sequence[Any]
         kth = torch.topk(logits, params.top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
-    if params.min_p > 0:
+    if params.min_p > 0:  # then top-p within what is left, as vLLM does
         floor = params.min_p * probs.max(dim=-1, keepdim=True).values
         probs = probs.masked_fill(probs < floor, 0.0)
+        probs = probs / probs.sum(dim=-1, keepdim=True)
     if params.top_p < 1:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        before = sorted_probs.cumsum(dim=-1) - sorted_probs
-        sorted_probs = sorted_probs.masked_fill(before >= params.top_p, 0.0)
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    return torch.stack(
-        [torch.multinomial(p, 1, generator=g)[0] for p, g in zip(probs, generators, strict=True)]
+        probs = nucleus(probs, params.top_p)
+    return draw(probs, generators)
+
+
+def nucleus(probs: Any, top_p: float, candidates: int = 1024) -> Any:
+    """`probs` with every token outside the top-p nucleus zeroed: the most probable tokens
+    whose preceding mass is below `top_p`. Sorting the whole vocabulary is slow on CPU, so
+    rows whose nucleus lies within their `candidates` most probable tokens sort only those."""
+    import torch
+
+    def keep(top: Any, order: Any) -> Any:
+        before = top.cumsum(dim=-1) - top
+        return torch.zeros_like(probs[: len(top)]).scatter(
+            -1, order, top.masked_fill(before >= top_p, 0.0)
+        )
+
+    kept = keep(*torch.topk(probs, min(candidates, probs.shape[-1]), dim=-1))
+    wide = (kept.sum(dim=-1) < top_p).nonzero().squeeze(-1)
+    if len(wide):  # rare: a flat distribution, whose nucleus reaches past the candidates
+        kept[wide] = keep(*probs[wide].sort(dim=-1, descending=True))
+    return kept
+
+
+def draw(probs: Any, generators: Sequence[Any]) -> Any:
+    """One token per row from (unnormalized) `probs`, by inverting the row's cumulative sum at
+    a uniform draw of its own generator: one pass for the whole batch, where a multinomial
+    call per row over a large vocabulary took half as long as the decode step itself."""
+    import torch
+
+    cumulative = probs.double().cumsum(dim=-1)  # float32 sums would blur the tail's mass
+    if not bool(torch.isfinite(cumulative[:, -1]).all() and (cumulative[:, -1] > 0).all()):
+        raise SeqparError("the model's output has no valid distribution (nan or inf logits)")
+    uniform = torch.cat(
+        [torch.rand(1, generator=g, device=g.device, dtype=torch.float64) for g in generators]
     )
+    targets = uniform.to(probs.device) * cumulative[:, -1]
+    tokens = torch.searchsorted(cumulative, targets[:, None], right=True).squeeze(-1)
+    # A target rounded up to the total would land past the last token that can be drawn.
+    last = probs.shape[-1] - 1 - (probs.flip(-1) > 0).int().argmax(dim=-1)
+    return torch.minimum(tokens, last)

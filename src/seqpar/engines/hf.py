@@ -65,10 +65,10 @@ class HFEngine:
         self.model = model
         self.tokenizer = tokenizer
         self.local = local
-        # On CPU a decode step's throughput stops growing at about 64 rows (217 tok/s at 64
-        # rows over 1,500 tokens, 183 at 128; bench/decode_step.py), while every extra row
-        # slows the chains waiting on it; host memory is plentiful, so 64 long rows fit:
-        # 2 GiB of keys and values, at most 131,072 tokens. GPUs: 64 rows, 32,768 tokens.
+        # On CPU, 128 rows decode only 11-17% more tokens/s than 64 but each step takes
+        # 1.7-1.8x as long, and chains wait on their rows (bench/decode_step.py); host
+        # memory is plentiful, so 64 long rows fit: 2 GiB of keys and values, at most
+        # 131,072 tokens. GPUs: 64 rows, 32,768 tokens.
         on_cpu = next(model.parameters()).device.type == "cpu"
         cpu_budget = min(131072, CPU_KV_BYTES // kv_bytes_per_token(model))
         self.token_budget = token_budget or (cpu_budget if on_cpu else 32768)

@@ -37,14 +37,14 @@ def add_run_options(parser: argparse.ArgumentParser, *, demo: bool = False) -> N
         "--token-budget",
         type=int,
         default=None,
-        help="hf: max padded tokens (prompt + max-tokens) per batch (default: 65536 on CPU, "
-        "32768 on GPUs)",
+        help="hf: max padded tokens (prompt + max-tokens) × rows in the running batch (default: "
+        "on CPU 2 GiB of keys and values, at most 131072; 32768 on GPUs)",
     )
     model.add_argument(
         "--max-batch",
         type=int,
         default=None,
-        help="hf: max rows per batch (default: 128 on CPU, 64 on GPUs)",
+        help="hf: max rows in the running batch (default: 64)",
     )
     model.add_argument(
         "--max-context",

@@ -72,9 +72,6 @@ class Counters:
     decode_steps: int = 0
     decoded_rows: int = 0  # rows summed over decode steps
     most_rows: int = 0  # the largest batch decoded in one step
-    decoded_width: int = 0  # cache columns summed over decode steps (attention's span)
-    prefill_s: float = 0.0
-    decode_s: float = 0.0
 
 
 class PrefixCache:
@@ -194,19 +191,16 @@ class Batcher:
         generated = 0
         with torch.inference_mode():
             admitted = self.admit()
-            start = time.perf_counter()
             if admitted:
                 logits = self.prefill(admitted)
                 generated += len(admitted)
                 finished += self.advance(
                     logits, range(len(self.live) - len(admitted), len(self.live))
                 )
-                self.counters.prefill_s += time.perf_counter() - start
             elif self.live:
                 logits = self.decode()
                 generated += len(self.live)
                 finished += self.advance(logits, range(len(self.live)))
-                self.counters.decode_s += time.perf_counter() - start
         return finished, generated
 
     def admit(self) -> list[Live]:
@@ -346,7 +340,6 @@ class Batcher:
         self.counters.decode_steps += 1
         self.counters.decoded_rows += len(self.live)
         self.counters.most_rows = max(self.counters.most_rows, len(self.live))
-        self.counters.decoded_width += self.mask.shape[1]
         return logits
 
     def advance(self, logits: Any, rows: range) -> list[Finished]:

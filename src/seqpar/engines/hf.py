@@ -70,7 +70,8 @@ class HFEngine:
         # memory is plentiful, so 64 long rows fit: 2 GiB of keys and values, at most
         # 131,072 tokens. GPUs: 64 rows, 32,768 tokens.
         on_cpu = next(model.parameters()).device.type == "cpu"
-        cpu_budget = min(131072, CPU_KV_BYTES // kv_bytes_per_token(model))
+        per_token = kv_bytes_per_token(model)
+        cpu_budget = min(131072, CPU_KV_BYTES // per_token)
         self.token_budget = token_budget or (cpu_budget if on_cpu else 32768)
         self.max_batch = max_batch or 64
         self.max_context = max_context
@@ -82,7 +83,7 @@ class HFEngine:
         parameters = inspect.signature(model.forward).parameters
         self.cache_argument = "cache" if "cache" in parameters else "past_key_values"
         self.eos_ids = eos_token_ids(model, tokenizer)
-        self.prefix_capacity = PREFIX_CACHE_BYTES // kv_bytes_per_token(model)
+        self.prefix_capacity = PREFIX_CACHE_BYTES // per_token
         self.batcher: Batcher | None = None
         self.driving: tuple[asyncio.AbstractEventLoop, asyncio.Event, Any] | None = None
         self.pending: set[asyncio.Future[Finished]] = set()  # what requests await, unresolved

@@ -14,12 +14,15 @@ gives wall time end to end (engine start included), generated tokens, prompt tok
 the part served from a cache, and each arm's wall time relative to the first. Seeds are
 compared run by run: every arm draws the same seeds. Then, per arm: sequential vs parallel
 time per generated token (runs alone), prompt tokens evaluated per later sequential round
-vs the tokens new in it, and the whole study's rate vs its parallel run alone.
+vs the tokens new in it, and the whole study's rate vs the engine's batched rate on the
+same prompts: every request the arm sent (prompt and seeds), replayed afterwards as one
+`generate` call on a fresh engine, where nothing waits on anything (not for `@REV` arms).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import io
 import json
 import os
@@ -40,6 +43,7 @@ from seqpar.report.summary import summarize
 from seqpar.sampling import SamplingParams
 from seqpar.specs import DEFAULT_MODEL, ParallelSpec, TaskSpec
 from seqpar.study import run_study
+from seqpar.types import Request
 
 MODIFIERS = {"one-by-one", "sdpa"}
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -85,7 +89,8 @@ def measure(arm: str, args: argparse.Namespace) -> dict[str, Any]:
     }
     out = Path(tempfile.mkdtemp(prefix=f"bench-study-{engine}-"))
     start = time.perf_counter()
-    with plain_sdpa(active="sdpa" in modifiers):
+    replayable = engine == "hf" and "one-by-one" not in modifiers and not args.json
+    with plain_sdpa(active="sdpa" in modifiers), recorded(replayable) as requests:
         run_study(
             config,
             out,
@@ -118,7 +123,51 @@ def measure(arm: str, args: argparse.Namespace) -> dict[str, Any]:
                 if s["status"] == "ok"
             ],
         }
-    return {"arm": arm, "wall": wall, "dir": str(out), "runs": runs}
+    result = {"arm": arm, "wall": wall, "dir": str(out), "runs": runs}
+    if requests:
+        with plain_sdpa(active="sdpa" in modifiers):
+            result["batched"] = batched_rate(config, requests, args)
+    return result
+
+
+@contextmanager
+def recorded(active: bool) -> Iterator[list[Request]]:
+    """The requests the hf engine is sent while active (for the batched reference)."""
+    requests: list[Request] = []
+    if not active:
+        yield requests
+        return
+    from seqpar.engines.hf import HFEngine
+
+    complete = HFEngine.complete
+
+    async def recording(self: HFEngine, request: Request, params: SamplingParams) -> Any:
+        requests.append(request)
+        return await complete(self, request, params)
+
+    HFEngine.complete = recording  # type: ignore[method-assign]
+    try:
+        yield requests
+    finally:
+        HFEngine.complete = complete  # type: ignore[method-assign]
+
+
+def batched_rate(
+    config: RunConfig, requests: list[Request], args: argparse.Namespace
+) -> dict[str, float]:
+    """Generated tokens and seconds of one `generate` call over every recorded request
+    (same prompts, same seeds) on a freshly loaded engine."""
+    from seqpar.engines.hf import HFEngine
+
+    gc.collect()  # the study's engine (and its prefix cache) goes before the second loads
+    loaded = HFEngine.load(args.model, progress=args.progress)
+    start = time.perf_counter()
+    generated = sum(
+        c.completion_tokens
+        for _, completions in loaded.generate(requests, config.sampling)
+        for c in completions
+    )
+    return {"generated": generated, "seconds": time.perf_counter() - start}
 
 
 def measure_elsewhere(arm: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -169,31 +218,15 @@ def report(results: list[dict[str, Any]]) -> None:
                 f"; parallel alone {par:.1f} tok/s, sequential alone {seq:.1f} tok/s: "
                 f"sequential takes {par / seq:.2f}x parallel's time per generated token"
             )
-        elif alone := alone_arm(result["arm"], results):
+        elif batched := result.get("batched"):
             study = sum(r["generated"] for r in runs.values()) / result["wall"]
-            parallel = rate(alone["runs"][roles.PARALLEL])
+            same = batched["generated"] / batched["seconds"]
             line += (
-                f"; the whole study {study:.1f} tok/s = {study / parallel:.0%} of the parallel "
-                f"run alone on {alone['arm']} ({parallel:.1f} tok/s)"
+                f"; the whole study {study:.1f} tok/s = {study / same:.0%} of the engine's "
+                f"batched rate on the same prompts ({batched['generated']:,} tokens in one "
+                f"call: {same:.1f} tok/s)"
             )
         print(line)
-
-
-def alone_arm(arm: str, results: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The arm that runs `arm`'s engine and code one run at a time, if measured."""
-    engine, _, rest = arm.partition(":")
-    revision = arm.partition("@")[2]
-    return next(
-        (
-            r
-            for r in results
-            if r["arm"].startswith(f"{engine}:")
-            and "one-by-one" in r["arm"]
-            and r["arm"].partition("@")[2] == revision
-            and ("sdpa" in r["arm"]) == ("sdpa" in rest)
-        ),
-        None,
-    )
 
 
 def later_rounds(rounds: list[list[Any]]) -> tuple[int, int]:

@@ -64,3 +64,52 @@ def test_the_nucleus_of_the_candidates_is_the_nucleus_of_the_whole_vocabulary():
     kept = whole > 0
     assert 4400 < kept[0].sum() < 4600
     assert all(row[~k].max() <= row[k].min() for row, k in zip(probs, kept, strict=True))
+
+
+def whole_vocabulary_draw(probs, generators):
+    """The plain inverse CDF: the first token whose float64 running sum passes u · total."""
+    cumulative = probs.double().cumsum(dim=-1)
+    uniform = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in generators])
+    tokens = torch.searchsorted(cumulative, (uniform * cumulative[:, -1])[:, None], right=True)
+    return tokens.squeeze(-1)
+
+
+def test_the_blocked_draw_picks_what_the_whole_vocabulary_inverse_cdf_picks():
+    from seqpar.engines.hf import draw
+
+    torch.manual_seed(0)
+    probs = torch.softmax(torch.randn(40, 1000) * 4, dim=-1)  # 1,000: not a multiple of 128
+    probs[0] = 0.0
+    probs[0, 999] = 1.0  # all mass on the last token, in the padded block
+    probs[1] = 0.0
+    probs[1, 0] = 1.0  # on the first token
+    probs[2, 100:300] = 0.0  # a gap across a block edge
+    probs[3, ::2] = 0.0  # every other token impossible
+    for seed in range(25):
+        ours = draw(probs, [torch.Generator().manual_seed(seed * 40 + r) for r in range(40)])
+        plain = whole_vocabulary_draw(
+            probs, [torch.Generator().manual_seed(seed * 40 + r) for r in range(40)]
+        )
+        assert torch.equal(ours, plain)
+        assert (probs.gather(1, ours[:, None]) > 0).all()
+
+
+def test_a_draw_on_a_block_edge_lands_on_a_token_that_can_be_drawn(monkeypatch):
+    from seqpar.engines import hf
+
+    torch.manual_seed(3)
+    probs = torch.rand(1, 16 * hf.DRAW_BLOCK)
+    probs.view(16, hf.DRAW_BLOCK)[:, -8:] = 0.0  # every block ends in impossible tokens
+    ends = probs.view(16, -1).sum(dim=-1).double().cumsum(dim=0)
+    # Draws just short of each block's end, where float32 block sums and float64 sums
+    # within a block disagree about which block the draw is in.
+    uniform = torch.tensor(
+        [(end - end * 2.0**-shift) / ends[-1] for end in ends[:-1] for shift in range(18, 40)],
+        dtype=torch.float64,
+    )
+    rows = probs.expand(len(uniform), -1)
+    tokens = hf.inverse_cdf(rows, uniform)
+    assert (probs[0, tokens] > 0).all()
+    # The control: without moving to the nearest possible token, some draws are impossible.
+    monkeypatch.setattr(hf, "nearest_possible", lambda tokens, probs: tokens)
+    assert (probs[0, hf.inverse_cdf(rows, uniform)] == 0).any()

@@ -388,18 +388,34 @@ def sample_tokens(logits: Any, params: SamplingParams, generators: Sequence[Any]
 
     if params.greedy:
         return logits.argmax(dim=-1)
+    if logits.device.type == "cpu" and len(logits) > SAMPLE_ROWS:  # a few rows at a time
+        return torch.cat(
+            [
+                sample_tokens(
+                    logits[start : start + SAMPLE_ROWS],
+                    params,
+                    generators[start : start + SAMPLE_ROWS],
+                )
+                for start in range(0, len(logits), SAMPLE_ROWS)
+            ]
+        )
     logits = logits / params.temperature
     if params.top_k > 0 and params.top_k < logits.shape[-1]:
         kth = torch.topk(logits, params.top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
+        logits.masked_fill_(logits < kth, float("-inf"))
+    # Unnormalized probabilities, computed in place: `draw` needs no normalization.
+    probs = logits.sub_(logits.max(dim=-1, keepdim=True).values).exp_()
     if params.min_p > 0:  # then top-p within what is left, as vLLM does
-        floor = params.min_p * probs.max(dim=-1, keepdim=True).values
-        probs = probs.masked_fill(probs < floor, 0.0)
-        probs = probs / probs.sum(dim=-1, keepdim=True)
+        probs.masked_fill_(probs < params.min_p, 0.0)  # the most probable token's is 1
     if params.top_p < 1:
-        probs = nucleus(probs, params.top_p)
+        probs = nucleus(probs / probs.sum(dim=-1, keepdim=True), params.top_p)
     return draw(probs, generators)
+
+
+# Rows sampled at once on CPU: larger groups' vocabulary-wide temporaries (4.9 MB per 8 rows)
+# cost more to allocate than to compute (64 rows of 151,936 tokens: 49 ms at once, 8 ms 8 at
+# a time on this project's 2-core machine).
+SAMPLE_ROWS = 8
 
 
 def nucleus(probs: Any, top_p: float, candidates: int = 1024) -> Any:
@@ -422,19 +438,50 @@ def nucleus(probs: Any, top_p: float, candidates: int = 1024) -> Any:
 
 
 def draw(probs: Any, generators: Sequence[Any]) -> Any:
-    """One token per row from (unnormalized) `probs`, by inverting the row's cumulative sum at
-    a uniform draw of its own generator: one pass for the whole batch, where a multinomial
-    call per row over a large vocabulary took half as long as the decode step itself."""
+    """One token per row from (unnormalized) `probs`, at a uniform draw of the row's own
+    generator (`inverse_cdf`): one pass for the whole batch, where a multinomial call per row
+    over a large vocabulary took half as long as the decode step itself."""
     import torch
 
-    cumulative = probs.double().cumsum(dim=-1)  # float32 sums would blur the tail's mass
-    if not bool(torch.isfinite(cumulative[:, -1]).all() and (cumulative[:, -1] > 0).all()):
-        raise SeqparError("the model's output has no valid distribution (nan or inf logits)")
     uniform = torch.cat(
         [torch.rand(1, generator=g, device=g.device, dtype=torch.float64) for g in generators]
     )
-    targets = uniform.to(probs.device) * cumulative[:, -1]
-    tokens = torch.searchsorted(cumulative, targets[:, None], right=True).squeeze(-1)
-    # A target rounded up to the total would land past the last token that can be drawn.
-    last = probs.shape[-1] - 1 - (probs.flip(-1) > 0).int().argmax(dim=-1)
-    return torch.minimum(tokens, last)
+    return inverse_cdf(probs, uniform.to(probs.device))
+
+
+def inverse_cdf(probs: Any, uniform: Any) -> Any:
+    """Per row, the token where the cumulative sum of `probs` passes `uniform` × its total.
+    Found in two steps, blocks of the vocabulary and then the one block the draw falls in:
+    a float64 running sum over the whole vocabulary, with its conversions, took 20 of a
+    sampling step's 30 ms at 30 rows."""
+    import torch
+
+    rows = len(probs)
+    padded = torch.nn.functional.pad(probs, (0, -probs.shape[-1] % DRAW_BLOCK))
+    blocks = padded.view(rows, -1, DRAW_BLOCK)
+    # Blocks summed in float32, their running total in float64: float32 running sums over the
+    # whole vocabulary would blur the tail's mass.
+    ends = blocks.sum(dim=-1, dtype=torch.float32).double().cumsum(dim=-1)
+    if not bool(torch.isfinite(ends[:, -1]).all() and (ends[:, -1] > 0).all()):
+        raise SeqparError("the model's output has no valid distribution (nan or inf logits)")
+    targets = (uniform * ends[:, -1])[:, None]
+    block = torch.searchsorted(ends, targets, right=True).clamp(max=blocks.shape[1] - 1)
+    before = torch.where(block > 0, ends.gather(1, (block - 1).clamp(min=0)), 0.0)
+    within = blocks[torch.arange(rows, device=probs.device), block.squeeze(-1)]
+    inner = within.double().cumsum(dim=-1) + before
+    offset = torch.searchsorted(inner, targets, right=True).clamp(max=DRAW_BLOCK - 1)
+    return nearest_possible((block * DRAW_BLOCK + offset).squeeze(-1), padded)
+
+
+def nearest_possible(tokens: Any, probs: Any) -> Any:
+    """`tokens`, each moved to the nearest token its row can draw (the last one before it,
+    else the first after): the block sums and the sums within a block round differently, so
+    a draw on a block's edge may land on a token of probability 0."""
+    for row in (probs.gather(1, tokens[:, None]).squeeze(-1) <= 0).nonzero().flatten().tolist():
+        possible = (probs[row] > 0).nonzero().flatten()
+        earlier = possible[possible <= tokens[row]]
+        tokens[row] = earlier[-1] if len(earlier) else possible[0]
+    return tokens
+
+
+DRAW_BLOCK = 128

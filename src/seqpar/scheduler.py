@@ -203,7 +203,7 @@ class Generation:
                         for round_ in rounds:
                             await one_round(problem, chain, round_)
             finally:  # a failed or ended chain must not leave its readers waiting
-                for round_ in range(1, self.strategy.rounds + 1):
+                for round_ in rounds:
                     done[(problem.id, chain, round_)].set()
 
         async def one_round(problem: Problem, chain: int, round_: int) -> None:
@@ -286,15 +286,9 @@ class Generation:
         in the sandbox, which bounds its own time; math-verify's bound (SIGALRM) works in
         the main thread only. An engine that decodes in the loop grades inline (see hf)."""
 
-        def grades() -> list[Grade]:
-            return [
-                grade_safely(self.task, p, c.text)
-                for p, c in zip(problems, completions, strict=True)
-            ]
-
         if self.task.answer_kind == "behaviour" and not decodes_in_event_loop(self.engine):
-            return await asyncio.to_thread(grades)
-        return grades()
+            return await asyncio.to_thread(grade_each, self.task, problems, completions)
+        return grade_each(self.task, problems, completions)
 
     def prepare(
         self, slots: list[tuple[Problem, int, tuple[Message, ...]]], round_: int
@@ -382,10 +376,7 @@ class Batch:
         samples = []
         owners = self.owners[index]
         if grades is None:
-            grades = [
-                grade_safely(generation.task, p, c.text)
-                for (p, _), c in zip(owners, completions, strict=True)
-            ]
+            grades = grade_each(generation.task, problems_of(self, index), completions)
         for (problem, chain), completion, grade in zip(owners, completions, grades, strict=True):
             sample = generation.judge(problem, chain, self.round, completion, grade)
             samples.append(sample)
@@ -402,6 +393,10 @@ def decodes_in_event_loop(engine: Engine) -> bool:
 
 def problems_of(batch: Batch, index: int) -> list[Problem]:
     return [problem for problem, _ in batch.owners[index]]
+
+
+def grade_each(task: Task, problems: list[Problem], completions: list[Completion]) -> list[Grade]:
+    return [grade_safely(task, p, c.text) for p, c in zip(problems, completions, strict=True)]
 
 
 def generate_together(generations: Sequence[tuple[Generation, list[Problem]]]) -> None:

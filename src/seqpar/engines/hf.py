@@ -466,7 +466,7 @@ def inverse_cdf(probs: Any, uniform: Any) -> Any:
         raise SeqparError("the model's output has no valid distribution (nan or inf logits)")
     targets = (uniform * ends[:, -1])[:, None]
     block = torch.searchsorted(ends, targets, right=True).clamp(max=blocks.shape[1] - 1)
-    before = torch.where(block > 0, ends.gather(1, (block - 1).clamp(min=0)), 0.0)
+    before = torch.nn.functional.pad(ends, (1, 0)).gather(1, block)  # the blocks before
     within = blocks[torch.arange(rows, device=probs.device), block.squeeze(-1)]
     inner = within.double().cumsum(dim=-1) + before
     offset = torch.searchsorted(inner, targets, right=True).clamp(max=DRAW_BLOCK - 1)

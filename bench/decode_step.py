@@ -6,16 +6,23 @@ Prompt evaluation (rows × tokens, one padded row) and one decode step (rows ove
 W tokens, one padded row, in the engine's growing cache), in tokens per second: the numbers behind
 the hf engine's CPU batch limits (engines/hf.py) and its budget for evaluating prompts. A
 step with Q > 1 query tokens per row is what checking Q - 1 drafted tokens per row would
-cost (speculative decoding).
+cost (speculative decoding), timed twice: with the engine's attention (transformers copies
+the key/value heads for each query head when a mask comes with several query tokens) and
+with `shared_heads_attention`, which packs the query heads onto their key/value heads as
+the engine's one-token steps do (a measurement, not part of the engine: it only pays with
+drafted tokens, which the engine does not make).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 
+from seqpar.engines import cpu_attention
 from seqpar.engines.batcher import GrowingLayer, as_cache, widen
 from seqpar.engines.hf import HFEngine
 from seqpar.specs import DEFAULT_MODEL
@@ -26,6 +33,7 @@ def main() -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL)
     args = parser.parse_args()
     model = HFEngine.load(args.model, progress=False).model
+    engine_attention = model.config._attn_implementation
     torch.manual_seed(0)
     print("| pass | rows | tokens | seconds | tokens/s |\n|---|---:|---:|---:|---:|")
     for rows, length in [(1, 1500), (4, 1500), (10, 1500), (16, 500), (1, 4000)]:
@@ -46,6 +54,63 @@ def main() -> None:
         seconds = decode_step(model, rows, width, queries)
         name = "decode step" if queries == 1 else f"step, {queries} query tokens"
         print(f"| {name} | {rows} | {width} | {seconds:.3f} | {rows * queries / seconds:.0f} |")
+    use_shared_heads(model)
+    for rows, width, queries in [(12, 700, 5)]:
+        seconds = decode_step(model, rows, width, queries)
+        name = f"step, {queries} query tokens, heads shared"
+        print(f"| {name} | {rows} | {width} | {seconds:.3f} | {rows * queries / seconds:.0f} |")
+    model.set_attn_implementation(engine_attention)
+
+
+SHARED_HEADS = "bench_shared_heads"
+packed_calls = [0]  # layers that packed query heads: proof the check below used the packing
+
+
+def shared_heads_attention(
+    module: Any, query: Any, key: Any, value: Any, attention_mask: Any, **kwargs: Any
+) -> tuple[Any, None]:
+    """The engine's attention, except that several query tokens under a mask are packed onto
+    their key/value heads, (batch, heads, q, dim) -> (batch, kv heads, group·q, dim), instead
+    of the key/value heads being copied for every query head."""
+    batch, heads, queries, dim = query.shape
+    if queries == 1 or attention_mask is None or attention_mask.dtype != torch.bool:
+        return cpu_attention.attention(module, query, key, value, attention_mask, **kwargs)
+    kv_heads, width = key.shape[1], key.shape[2]
+    group = heads // kv_heads
+    packed_calls[0] += 1
+    packed_mask = attention_mask[:, :, None].expand(batch, 1, group, queries, width)
+    out = F.scaled_dot_product_attention(
+        query.reshape(batch, kv_heads, group * queries, dim),
+        key,
+        value,
+        attn_mask=packed_mask.reshape(batch, 1, group * queries, width),
+        scale=kwargs.get("scaling"),
+    )
+    return out.view(batch, heads, queries, dim).transpose(1, 2).contiguous(), None
+
+
+def use_shared_heads(model: torch.nn.Module) -> None:
+    """Make `model` attend with `shared_heads_attention`, once it has given the logits of the
+    model's own attention on a batch of padded rows."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(SHARED_HEADS, shared_heads_attention)
+    AttentionMaskInterface.register(SHARED_HEADS, sdpa_mask)
+    ids = torch.randint(100, 20000, (3, 40))
+    mask = torch.ones(3, 40, dtype=torch.long)
+    mask[0, :7] = 0
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.inference_mode():
+        own = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+        model.set_attn_implementation(SHARED_HEADS)
+        shared = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+    difference = (own - shared)[mask.bool()].abs().max().item()
+    if difference > 0.05 or not packed_calls[0]:
+        raise SystemExit(
+            f"shared-heads attention differs from the model's ({difference}) or never packed"
+        )
+    print(f"shared-heads attention: largest logit difference {difference:.3g} on padded rows")
 
 
 def evaluate(model: torch.nn.Module, rows: int, length: int) -> tuple[float, list]:

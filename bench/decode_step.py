@@ -134,20 +134,29 @@ def evaluate(model: torch.nn.Module, rows: int, length: int) -> tuple[float, lis
     return time.perf_counter() - start, [(layer.keys, layer.values) for layer in cache.layers]
 
 
-def decode_step(model: torch.nn.Module, rows: int, width: int, queries: int = 1) -> float:
+def decode_step(
+    model: torch.nn.Module,
+    rows: int,
+    width: int,
+    queries: int = 1,
+    prompt: list | None = None,
+    repeats: int = 3,
+) -> float:
     """Seconds of one decode step for `rows` rows over `width` cached tokens, `queries` new
-    tokens per row (best of 3)."""
-    _, layers = evaluate(model, 1, width)
+    tokens per row (best of `repeats`); `prompt`: the keys and values of one row of `width`
+    tokens from `evaluate`, to time several shapes over one evaluation."""
+    if prompt is None:
+        prompt = evaluate(model, 1, width)[1]
     layers = [
         (k.expand(rows, -1, -1, -1).contiguous(), v.expand(rows, -1, -1, -1).contiguous())
-        for k, v in layers
+        for k, v in prompt
     ]
     mask = torch.ones(rows, width + queries, dtype=torch.long)
     mask[0, 0] = 0
     tokens = torch.randint(100, 20000, (rows, queries))
     times = []
     with torch.inference_mode():
-        for _ in range(4):  # as the engine keeps its cache: room for the new column
+        for _ in range(repeats + 1):  # as the engine keeps its cache: room for the new column
             cache = as_cache([GrowingLayer((widen(k, 8), widen(v, 8)), width) for k, v in layers])
             start = time.perf_counter()
             model(

@@ -10,9 +10,11 @@ a quarter of the parallel run's rows busy. Prints time per generated token, its 
 rows each run decoded per step on average, and the longest chain's generated tokens.
 
 A chain's tokens come one decode step after another, so no batching can finish a run sooner
-than its longest chain's tokens times the cost of a one-row step: the last column, a lower
-bound on the run's wall time (prompts and sampling left out). --layout and --history set
-the sequential template (`seqpar run --layout multiturn --history full`).
+than its longest chain's tokens times the cost of a one-row step: the last column, about a
+lower bound on the run's wall time (prompts and sampling left out; the step is timed over
+700 cached tokens, and one-row steps vary by a few ms with width and with the machine).
+--layout and --history set the sequential template (`seqpar run --layout multiturn
+--history full`).
 """
 
 from __future__ import annotations

@@ -33,7 +33,6 @@ def main() -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL)
     args = parser.parse_args()
     model = HFEngine.load(args.model, progress=False).model
-    engine_attention = model.config._attn_implementation
     torch.manual_seed(0)
     print("| pass | rows | tokens | seconds | tokens/s |\n|---|---:|---:|---:|---:|")
     for rows, length in [(1, 1500), (4, 1500), (10, 1500), (16, 500), (1, 4000)]:
@@ -55,11 +54,8 @@ def main() -> None:
         name = "decode step" if queries == 1 else f"step, {queries} query tokens"
         print(f"| {name} | {rows} | {width} | {seconds:.3f} | {rows * queries / seconds:.0f} |")
     use_shared_heads(model)
-    for rows, width, queries in [(12, 700, 5)]:
-        seconds = decode_step(model, rows, width, queries)
-        name = f"step, {queries} query tokens, heads shared"
-        print(f"| {name} | {rows} | {width} | {seconds:.3f} | {rows * queries / seconds:.0f} |")
-    model.set_attn_implementation(engine_attention)
+    seconds = decode_step(model, 12, 700, 5)
+    print(f"| step, 5 query tokens, heads shared | 12 | 700 | {seconds:.3f} | {60 / seconds:.0f} |")
 
 
 SHARED_HEADS = "bench_shared_heads"

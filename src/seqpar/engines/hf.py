@@ -29,6 +29,11 @@ from seqpar.types import Completion, Message, Request
 THINK_OPEN = "<think>"
 PREFIX_CACHE_BYTES = 1 << 30  # finished rows' keys and values kept for reuse
 CPU_KV_BYTES = 2 << 30  # the running batch's keys and values, on CPU
+# Rows sampled at once on CPU: larger groups' vocabulary-wide temporaries (4.9 MB per 8 rows)
+# cost more to allocate than to compute (64 rows of 151,936 tokens: 49 ms at once, 8 ms 8 at
+# a time on this project's 2-core machine).
+SAMPLE_ROWS = 8
+DRAW_BLOCK = 128  # tokens per block of `inverse_cdf`
 
 
 @dataclass(frozen=True)
@@ -65,8 +70,8 @@ class HFEngine:
         self.model = model
         self.tokenizer = tokenizer
         self.local = local
-        # On CPU, 128 rows decode only 11-17% more tokens/s than 64 but each step takes
-        # 1.7-1.8x as long, and chains wait on their rows (bench/decode_step.py); host
+        # On CPU, 128 rows decode only 8-19% more tokens/s than 64 but each step takes
+        # 1.7-1.9x as long, and chains wait on their rows (bench/decode_step.py); host
         # memory is plentiful, so 64 long rows fit: 2 GiB of keys and values, at most
         # 131,072 tokens. GPUs: 64 rows, 32,768 tokens.
         on_cpu = next(model.parameters()).device.type == "cpu"
@@ -412,12 +417,6 @@ def sample_tokens(logits: Any, params: SamplingParams, generators: Sequence[Any]
     return draw(probs, generators)
 
 
-# Rows sampled at once on CPU: larger groups' vocabulary-wide temporaries (4.9 MB per 8 rows)
-# cost more to allocate than to compute (64 rows of 151,936 tokens: 49 ms at once, 8 ms 8 at
-# a time on this project's 2-core machine).
-SAMPLE_ROWS = 8
-
-
 def nucleus(probs: Any, top_p: float, candidates: int = 1024) -> Any:
     """`probs` with every token outside the top-p nucleus zeroed: the most probable tokens
     whose preceding mass is below `top_p`. Sorting the whole vocabulary is slow on CPU, so
@@ -482,6 +481,3 @@ def nearest_possible(tokens: Any, probs: Any) -> Any:
         earlier = possible[possible <= tokens[row]]
         tokens[row] = earlier[-1] if len(earlier) else possible[0]
     return tokens
-
-
-DRAW_BLOCK = 128

@@ -7,7 +7,10 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from seqpar.errors import HARNESS_ERROR, SeqparError
+from seqpar.tasks import ast_guard
 from seqpar.types import Grade, Problem
+
+ast_guard.install()
 
 
 class Task(Protocol):

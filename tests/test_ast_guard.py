@@ -1,5 +1,6 @@
 """Two threads parsing at once: the race CPython < 3.11.8 has in its AST constructor, forced
-deterministically, fails an unguarded parse and leaves a guarded one whole."""
+deterministically at a garbage collection inside a parse, fails an unguarded parse; a
+guarded parse runs no collection, so the race has nowhere to start."""
 
 from __future__ import annotations
 
@@ -16,30 +17,14 @@ import seqpar.tasks  # noqa: F401  (installs the guard)
 from seqpar.tasks import ast_guard
 
 SOURCE = "table = [" + ", ".join(f"({i}, [{i}, 'x'])" for i in range(400)) + "]\n"
+Parse = Callable[[str], ast.AST]
 
 
-def collections_during(parse: Callable[[str], ast.AST]) -> int:
-    """How many garbage collections this thread runs while parsing SOURCE (gen0 at every
-    allocation), the same count each time since the allocations are."""
-    count = 0
-
-    def on_collect(phase: str, info: dict) -> None:
-        nonlocal count
-        count += phase == "start"
-
-    gc.collect()
-    gc.callbacks.append(on_collect)
-    try:
-        parse(SOURCE)
-    finally:
-        gc.callbacks.remove(on_collect)
-    return count
-
-
-def parse_while_another_thread_parses(parse: Callable[[str], ast.AST]) -> list[BaseException]:
-    """Parse SOURCE here; at a garbage collection halfway through the AST's construction,
-    start a second thread's parse and wait until it has finished or is waiting on the guard.
-    What either parse raised, this thread's first."""
+def parse_racing(parse: Parse, at: int) -> tuple[int, list[BaseException]]:
+    """Parse SOURCE here with a collection at every allocation; at the `at`-th collection
+    inside `ast.parse` itself, start a second thread's parse and wait until that one has
+    finished. How many collections ran inside, and what either parse raised (this thread's
+    first)."""
     here = threading.get_ident()
     errors: list[BaseException] = []
 
@@ -52,56 +37,69 @@ def parse_while_another_thread_parses(parse: Callable[[str], ast.AST]) -> list[B
     other = threading.Thread(target=other_parse)
     seen = 0
 
-    def waiting_on_guard() -> bool:
-        frame = sys._current_frames().get(other.ident or -1)
-        return frame is not None and frame.f_code is ast_guard.guarded_parse.__code__
-
     def on_collect(phase: str, info: dict) -> None:
         nonlocal seen
-        if phase != "start" or threading.get_ident() != here:
-            return
-        seen += 1
-        if seen == halfway:
-            other.start()
-            while other.is_alive() and not waiting_on_guard():
-                time.sleep(0.001)
+        inside_parse = sys._getframe(1).f_code is ast_guard.unguarded_parse.__code__
+        if phase == "start" and threading.get_ident() == here and inside_parse:
+            seen += 1
+            if seen == at:
+                other.start()
+                while other.is_alive():
+                    time.sleep(0.001)  # hands the GIL over until the other parse is done
 
     thresholds = gc.get_threshold()
+    gc.collect()
     gc.set_threshold(1)
+    gc.callbacks.append(on_collect)
     try:
-        halfway = collections_during(parse) // 2
-        assert halfway > 10, "expected many collections while building the AST"
-        gc.collect()
-        gc.callbacks.append(on_collect)
-        try:
-            parse(SOURCE)
-        except BaseException as error:
-            errors.insert(0, error)
-        finally:
-            gc.callbacks.remove(on_collect)
+        parse(SOURCE)
+    except BaseException as error:
+        errors.insert(0, error)
     finally:
+        gc.callbacks.remove(on_collect)
         gc.set_threshold(*thresholds)
-    assert other.ident is not None, "the second parse never started"
+    if other.ident is None:
+        other.start()
     other.join()
-    return errors
+    return seen, errors
 
 
 def test_the_guard_is_installed_exactly_where_the_race_exists():
     assert (ast.parse is ast_guard.guarded_parse) == ast_guard.AFFECTED
-    assert ast.parse("x = 1").body  # whichever it is, it parses
+    assert ast.parse("x = 1").body
 
 
-def test_a_guarded_parse_survives_another_thread_parsing_mid_construction():
-    assert parse_while_another_thread_parses(ast_guard.guarded_parse) == []
-
-
-def test_the_unguarded_control_fails_where_the_race_exists():
-    errors = parse_while_another_thread_parses(ast_guard.unguarded_parse)
-    if ast_guard.AFFECTED:
+def test_a_collection_inside_a_parse_breaks_it_unless_guarded():
+    collections, _ = parse_racing(ast_guard.unguarded_parse, at=0)
+    if sys.version_info >= (3, 12):  # collections run only between bytecodes: no race
+        assert collections == 0
+        return
+    assert collections > 10
+    seen, errors = parse_racing(ast_guard.unguarded_parse, at=collections // 2)
+    assert seen > collections // 2  # the other parse ran inside this one
+    if ast_guard.AFFECTED:  # the control fails
         assert len(errors) == 1 and isinstance(errors[0], SystemError)
         assert "recursion depth mismatch" in str(errors[0])
     else:
         assert errors == []
+    assert parse_racing(ast_guard.guarded_parse, at=collections // 2) == (0, [])
+    assert gc.isenabled()
+
+
+def test_the_pause_counts_overlapping_parses_and_restores_the_collector():
+    pause = ast_guard.CollectorPause()
+    with pause:
+        with pause:
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer one is still inside
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with pause:
+            pass
+        assert not gc.isenabled()  # left as it was found
+    finally:
+        gc.enable()
 
 
 def test_code_grading_parses_through_the_guard(monkeypatch: pytest.MonkeyPatch):

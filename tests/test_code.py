@@ -135,6 +135,29 @@ def test_livecodebench_fixtures_both_test_types():
     assert not task.grade(functional, block(off)).correct
 
 
+def test_livecodebench_prefix_runs_in_the_solution_never_in_the_judge():
+    """LiveCodeBench's prefix sets `sys.setrecursionlimit(50000)`: in the judge it would let
+    trusted code recurse past a thread's C stack. Grading both test kinds leaves the judge's
+    limit alone; control: the prefix as the judge's context raises it."""
+    import sys
+
+    from seqpar.sandbox import Limits
+    from seqpar.tasks.code import LCB_IMPORTS
+    from seqpar.tasks.code_tests import Judge
+
+    task = LiveCodeBenchTask(FIXTURES, release="v1")
+    limit = sys.getrecursionlimit()
+    code = "import sys\nprint(sys.getrecursionlimit())\nclass Solution:\n    pass\n"
+    grades = [task.grade(problem, block(code)) for problem in task.load()]
+    assert sys.getrecursionlimit() == limit
+    assert "50000" in grades[0].hidden[0].actual + grades[1].hidden[0].actual  # in the solution
+    try:
+        Judge("", "f", None, Limits(), LCB_IMPORTS, 1)
+        assert sys.getrecursionlimit() == 50000
+    finally:
+        sys.setrecursionlimit(limit)
+
+
 def test_livecodebench_date_filter_and_errors(tmp_path):
     assert [p.id for p in LiveCodeBenchTask(FIXTURES, "v1", since="2025-01-01").load()] == [
         "fixture_stdin_1"

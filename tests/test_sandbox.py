@@ -6,9 +6,13 @@ has loaded, a program has finished), never by sleeping. The suite runs as root, 
 `setup.sh` and CI do: per-program cgroups need it, and the unprivileged path is tested by
 becoming `nobody`."""
 
+import contextlib
+import errno
 import os
 import platform
+import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -356,6 +360,92 @@ def test_one_sample_cannot_kill_another():
     )
     group.wait(timeout=60)
     assert group.returncode == -9  # the shell, in the killer's process group, died with it
+
+
+def test_a_fork_that_fails_on_our_side_leaves_other_programs_running(monkeypatch):
+    """Tracking a new program fails (out of descriptors): that fork fails alone, the new
+    program exits, the zygote is kept and a loaded solution keeps answering."""
+    forked: list[int] = []
+
+    def out_of_descriptors(pid: int) -> int:
+        forked.append(pid)
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    with in_session(ADD) as victim:
+        assert victim.call((2, 3), time.monotonic() + 30) == 5
+        zygote = sandbox.LAUNCHER.zygote
+        with monkeypatch.context() as patch:
+            patch.setattr(os, "pidfd_open", out_of_descriptors)
+            with pytest.raises(OSError, match="Too many open files"):
+                sandbox.LAUNCHER.fork(Limits())
+        try:
+            ending = os.pidfd_open(forked[0])
+        except ProcessLookupError:  # already gone
+            pass
+        else:  # readable once it has exited; the bound only keeps a failure from hanging
+            assert select.select([ending], [], [], 120)[0], "the unused program never exited"
+            os.close(ending)
+        assert victim.call((4, 5), time.monotonic() + 30) == 9
+        assert sandbox.LAUNCHER.zygote is zygote  # kept: replacing it is for a lost channel
+
+
+def descendants(pid: int) -> dict[int, int]:
+    """Every live descendant of `pid`, with its depth below it."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    depths: dict[int, int] = {}
+    frontier = {pid: 0}
+    while frontier:
+        frontier = {c: frontier[p] + 1 for c, p in parents.items() if p in frontier}
+        depths.update(frontier)
+    return depths
+
+
+def survivors_of_killing(command: list[str], depth: int, bound_s: float) -> list[int]:
+    """Start `command`, wait until its process tree is `depth` deep, SIGKILL it, and return
+    the descendants still alive `bound_s` later (the wait ends as soon as all have ended)."""
+    parent = subprocess.Popen(command)
+    try:
+        while max((tree := descendants(parent.pid)).values(), default=0) < depth:
+            assert parent.poll() is None, "the command ended before its tree was built"
+            time.sleep(0.05)
+    finally:
+        parent.kill()
+        parent.wait()
+    ending = {}
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):  # already gone
+            ending[os.pidfd_open(pid)] = pid
+    deadline = time.monotonic() + bound_s
+    while ending and (left_s := deadline - time.monotonic()) > 0:
+        for fd in select.select(list(ending), [], [], left_s)[0]:  # readable once ended
+            os.close(fd)
+            del ending[fd]
+    for fd in ending:
+        os.close(fd)
+    return sorted(ending.values())
+
+
+def test_no_program_outlives_a_killed_seqpar():
+    """seqpar is SIGKILLed while its sandboxed program sleeps (bwrap, zygote, supervisor,
+    init, program: five deep): the whole tree ends. Control: a plain child process survives."""
+    src = str(Path(sandbox.__file__).parent.parent)
+    sleeper = "import time\ntime.sleep(3600)\n"
+    script = (
+        f"import sys; sys.path.insert(0, {src!r})\n"
+        "from seqpar.sandbox import Limits, run\n"
+        f"run({sleeper!r}, limits=Limits(timeout_s=3600, cpu_s=3600))\n"
+    )
+    # The bound only keeps a failure from hanging: the tree ends as soon as it is signalled.
+    assert survivors_of_killing([sys.executable, "-c", script], 5, bound_s=120) == []
+    plain = "import subprocess; subprocess.run(['sleep', '3600'])"
+    left = survivors_of_killing([sys.executable, "-c", plain], 1, bound_s=1)
+    assert len(left) == 1  # a survivor never ends, so a short look is enough
+    os.kill(left[0], signal.SIGKILL)
 
 
 def shlex_quote(text: str) -> str:

@@ -350,6 +350,10 @@ def supervise(libc: object, request: dict, fds: dict) -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # type: ignore[attr-defined]
     os.setsid()  # its own session and process group: kill(0) reaches only this program
     isolate(libc, request)
+    # Becoming nobody cleared the parent-death signal: without it this init, and so the
+    # program, would outlive a killed seqpar.
+    again = libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # type: ignore[attr-defined]
+    checked(again, "prctl")
     program = os.fork()
     if program == 0:
         run_job(fds)

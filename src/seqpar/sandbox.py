@@ -4,7 +4,7 @@ One **zygote** per seqpar process runs inside **bubblewrap** (`bwrap`, the sandb
 Flatpak; Debian package `bubblewrap`): a new root that holds read-only /usr (and /lib*,
 /bin), the Python installation and `/etc/ld.so.cache`, and nothing else of the host; new
 IPC, network and UTS namespaces; no-new-privileges; only the capabilities to make and drop
-namespaces. The zygote has the standard modules most solutions import loaded, and forks one
+namespaces (and to end each program with the zygote). The zygote has the standard modules most solutions import loaded, and forks one
 process per program; it never reads a program or its input (it only passes descriptors),
 so nothing of one program is in the memory the next is forked from. Each forked process
 waits until seqpar has put it in its own cgroups, then enters **new PID, IPC, network, UTS
@@ -209,6 +209,15 @@ class Cgroups:
                 time.sleep(0.001)
 
 
+class ZygoteLost(Exception):
+    """The control channel to the zygote failed: it has ended or cannot be reached."""
+
+    def __init__(self, zygote: subprocess.Popen, error: Exception) -> None:
+        super().__init__(str(error))
+        self.zygote = zygote
+        self.error = error
+
+
 class Launcher:
     """Starts programs: one zygote per seqpar process, in bubblewrap, forks each of them."""
 
@@ -242,7 +251,9 @@ class Launcher:
         keep = ["CAP_SYS_ADMIN", "CAP_SETPCAP"]
         if os.geteuid() == 0:
             unshare = ["--unshare-ipc", "--unshare-net", "--unshare-uts", "--cap-drop", "ALL"]
-            keep += ["CAP_SETUID", "CAP_SETGID"]
+            # CAP_KILL: each program's init becomes nobody, and its parent-death signal is
+            # sent with the parent's credentials; without it a killed seqpar leaves it running.
+            keep += ["CAP_SETUID", "CAP_SETGID", "CAP_KILL"]
         else:
             unshare = ["--unshare-user", "--unshare-ipc", "--unshare-net", "--unshare-uts"]
             unshare += ["--uid", str(NOBODY), "--gid", str(NOBODY)]
@@ -292,20 +303,17 @@ class Launcher:
         self.control = ours
 
     def fork(self, limits: Limits) -> Runner:
-        """A new program process, isolated and limited, waiting for its job."""
+        """A new program process, isolated and limited, waiting for its job. A zygote that
+        cannot be reached is replaced once; any other failure is this fork's alone."""
         for attempt in (1, 2):
             try:
                 return self.try_fork(limits)
-            except (OSError, ValueError) as error:
-                with self.lock:
-                    zygote, self.zygote = self.zygote, None
-                if zygote is None or attempt == 2:
-                    raise self.unavailable(zygote, error) from None
+            except ZygoteLost as lost:
+                if attempt == 2:
+                    raise self.unavailable(lost.zygote, lost.error) from None
         raise AssertionError("unreachable")
 
-    def unavailable(self, zygote: subprocess.Popen | None, error: Exception) -> Exception:
-        if zygote is None:
-            return error
+    def unavailable(self, zygote: subprocess.Popen, error: Exception) -> Exception:
         with contextlib.suppress(ProcessLookupError):
             zygote.kill()
         stderr = zygote.stderr.read().decode(errors="replace") if zygote.stderr else ""
@@ -334,16 +342,23 @@ class Launcher:
                     "become": NOBODY if os.geteuid() == 0 else None,
                     "tmpfs": f"size={limits.tmpfs_mb << 20},mode=1777",
                 }
-                socket.send_fds(self.control, [json.dumps(request).encode()], theirs)
-                pid = int(self.receive_line())
+                try:
+                    socket.send_fds(self.control, [json.dumps(request).encode()], theirs)
+                    pid = int(self.receive_line())
+                except (OSError, ValueError) as error:
+                    # Replacing the zygote ends every program it forked (PR_SET_PDEATHSIG):
+                    # only a broken control channel does that, never a failure of ours.
+                    lost, self.zygote = self.zygote, None
+                    raise ZygoteLost(lost, error) from None
+            pidfd = os.pidfd_open(pid)
         except BaseException:
-            for fd in ours.values():
+            for fd in ours.values():  # the new program's `go` closes unread: it exits
                 os.close(fd)
             raise
         finally:
             for fd in theirs:
                 os.close(fd)
-        program = Runner(pid, os.pidfd_open(pid), [], **ours)
+        program = Runner(pid, pidfd, [], **ours)
         try:
             if cgroups:
                 assert self.cgroups is not None

@@ -297,14 +297,17 @@ def run_tests(
 ) -> list[TestResult]:
     """Run every test of `solution`; results in test order (setup ones omitted).
 
-    `context` is trusted code the tests may use (run here, never in the sandbox)."""
+    `context` is trusted code the `assert` tests may use (run here, never in the sandbox);
+    functional and stdin tests compare plain data and run none of it, so a benchmark's
+    program prefix (LiveCodeBench's `sys.setrecursionlimit(50000)`) never reaches the judge."""
     limits = limits or Limits()
     results: dict[int, TestResult] = {}
     for program in (False, True):  # calls of the entry point; then whole-program runs
         chosen = [(i, t) for i, t in enumerate(tests) if (t.kind == "stdin") == program]
         if chosen:
+            trusted = context if any(t.kind == "assert" for _, t in chosen) else ""
             judge = Judge(
-                solution, None if program else entry, method, limits, context, len(chosen)
+                solution, None if program else entry, method, limits, trusted, len(chosen)
             )
             counted = [i for i, t in chosen if not t.setup]
             results.update(zip(counted, judge.run([t for _, t in chosen]), strict=True))

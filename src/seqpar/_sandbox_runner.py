@@ -329,6 +329,7 @@ def zygote(config: dict) -> None:
 def supervise(libc: object, request: dict, fds: dict) -> None:
     """In the zygote's child: wait until the trusted side has put this process in its
     cgroups, enter new namespaces, and start the program's init there."""
+    import select
     import signal
 
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # type: ignore[attr-defined]
@@ -341,19 +342,24 @@ def supervise(libc: object, request: dict, fds: dict) -> None:
         return
     namespaces = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET
     checked(libc.unshare(namespaces), "unshare")  # type: ignore[attr-defined]
+    alive, held = os.pipe()  # `held` stays open here until this process ends
     init = os.fork()
     if init:
-        for fd in fds.values():
+        for fd in (alive, *fds.values()):
             os.close(fd)
         os.waitpid(init, 0)
         os._exit(0)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # type: ignore[attr-defined]
+    os.close(held)
     os.setsid()  # its own session and process group: kill(0) reaches only this program
     isolate(libc, request)
-    # Becoming nobody cleared the parent-death signal: without it this init, and so the
-    # program, would outlive a killed seqpar.
-    again = libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # type: ignore[attr-defined]
-    checked(again, "prctl")
+    # Armed only now: becoming nobody clears the parent-death signal. A supervisor that died
+    # before shows as the end of `alive`; after, the signal ends this init, and with it
+    # the namespace, so no program outlives a killed seqpar.
+    armed = libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # type: ignore[attr-defined]
+    checked(armed, "prctl")
+    if select.select([alive], [], [], 0)[0]:
+        os._exit(0)
+    os.close(alive)
     program = os.fork()
     if program == 0:
         run_job(fds)
@@ -397,14 +403,14 @@ def isolate(libc: object, request: dict) -> None:
     forbid_keyrings(libc)
     for capability in range(64):  # none can come back, even through exec as uid 0
         libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0)  # type: ignore[attr-defined]
-    if request["become"] is not None:  # as root: user and group nobody, no capabilities
+    if request["become"] is not None:  # as root: user and group nobody
         os.setgroups([])
         os.setgid(request["become"])
         os.setuid(request["become"])
-    else:  # in bwrap's user namespace: drop the capabilities outright
-        header = (ctypes_u32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
-        data = (ctypes_u32 * 6)()
-        checked(libc.capset(header, data), "capset")  # type: ignore[attr-defined]
+    # No capability in any set: setuid leaves the inheritable one, a user namespace all.
+    header = (ctypes_u32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (ctypes_u32 * 6)()
+    checked(libc.capset(header, data), "capset")  # type: ignore[attr-defined]
 
 
 # Kernel keyrings are not namespaced by PID, IPC, network or mount namespaces: a key added

@@ -37,10 +37,10 @@ class CollectorPause:
 
     def __enter__(self) -> None:
         with self.lock:
-            if self.inside == 0:
+            self.inside += 1
+            if self.inside == 1:
                 self.was_enabled = gc.isenabled()
                 gc.disable()
-            self.inside += 1
 
     def __exit__(self, *_: object) -> None:
         with self.lock:

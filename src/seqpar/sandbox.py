@@ -4,14 +4,14 @@ One **zygote** per seqpar process runs inside **bubblewrap** (`bwrap`, the sandb
 Flatpak; Debian package `bubblewrap`): a new root that holds read-only /usr (and /lib*,
 /bin), the Python installation and `/etc/ld.so.cache`, and nothing else of the host; new
 IPC, network and UTS namespaces; no-new-privileges; only the capabilities to make and drop
-namespaces and to end each program with the zygote. The zygote has the standard modules
-most solutions import loaded, and forks one process per program; it never reads a program
-or its input (it only passes descriptors), so nothing of one program is in the memory the
-next is forked from. Each forked process
-waits until seqpar has put it in its own cgroups, then enters **new PID, IPC, network, UTS
-and mount namespaces**, mounts a fresh size-limited tmpfs on /tmp and /dev/shm and a new
-/proc, sets its limits, drops every capability (bounding set included) and, as root,
-becomes user and group `nobody`; only then does it read its job. What holds:
+namespaces and to end each program with the zygote. The zygote has the standard modules most
+solutions import loaded, and forks one process per program; it never reads a program or its
+input (it only passes descriptors), so nothing of one program is in the memory the next is
+forked from. Each forked process waits until seqpar has put it in its own cgroups, then
+enters **new PID, IPC, network, UTS and mount namespaces**, mounts a fresh size-limited
+tmpfs on /tmp and /dev/shm and a new /proc, sets its limits, drops every capability
+(bounding set included) and, as root, becomes user and group `nobody`; only then does it
+read its job. What holds:
 
 1. **The verdict is computed outside.** The sandboxed process never shares a process,
    memory, a file descriptor or a pipe with the test assertions, the expected outputs or
